@@ -1,0 +1,225 @@
+"""Random directions shaped like a tree of variables, reproducible from an explicit seed.
+
+Every sampler uses TensorFlow's *stateless* RNG: the same ``seed`` always gives the same
+direction, in eager mode, inside ``tf.function`` and on another machine with the same TF
+version. A zeroth-order optimizer therefore never stores a direction: it keeps the (two-int)
+seed and regenerates ``v`` when it needs it again (MeZO's memory trick).
+
+Samplers (n = total number of scalars in the variables):
+
+=============  ===========================================  ===============
+name           distribution of one direction v              E[v vᵀ]
+=============  ===========================================  ===============
+gaussian       v_j ~ N(0, 1) i.i.d.                         I
+rademacher     v_j = ±1 with probability ½ each             I
+unit_sphere    uniform on the unit sphere ‖v‖ = 1            I / n
+orthogonal     K orthonormal directions (uniform frame)     I / n (each)
+=============  ===========================================  ===============
+
+:func:`second_moment` returns the last column's scalar, so an estimator such as the forward
+gradient ``(∇L·v) v / second_moment`` is unbiased for any sampler.
+
+With ``num_directions=None`` a sampler returns one direction (leaves shaped like the
+variables); with ``num_directions=K`` every leaf gets a leading ``K`` axis, the layout
+:func:`dirgrad_opt.directional.directional_derivatives` takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from dirgrad_opt import tree
+
+__all__ = [
+    "SAMPLERS",
+    "gaussian",
+    "get",
+    "make_seed",
+    "orthogonal",
+    "rademacher",
+    "sample",
+    "second_moment",
+    "unit_sphere",
+]
+
+Seed = Any
+"""An int, a pair of ints, or an int32/int64 tensor of shape [2]."""
+
+
+def make_seed(seed: Seed, *salt: Any) -> tf.Tensor:
+    """A stateless-RNG seed (int64 tensor of shape [2]) from ``seed``, folded with ``salt``.
+
+    ``make_seed(base, step)`` gives a fresh, reproducible seed per optimizer step.
+    """
+    s = tf.convert_to_tensor(seed)
+    if s.dtype not in (tf.int32, tf.int64):
+        raise ValueError(f"seed must be an integer or a pair of integers, got dtype {s.dtype.name}")
+    s = tf.cast(s, tf.int64)
+    if s.shape.rank == 0:
+        s = tf.stack([s, tf.zeros_like(s)])
+    elif s.shape != (2,):
+        raise ValueError(f"seed must be a scalar or have shape (2,), got shape {s.shape}")
+    for value in salt:
+        s = tf.random.experimental.stateless_fold_in(s, tf.cast(value, tf.int64))
+    return s
+
+
+def _leaf_specs(variables: Any) -> list[tuple[tf.TensorShape, tf.DType]]:
+    leaves = tree.flatten(variables)
+    if not leaves:
+        raise ValueError("variables is empty: nothing to sample a direction for")
+    specs = []
+    for name, leaf in zip(tree.leaf_names(variables), leaves, strict=True):
+        shape = tf.TensorShape(leaf.shape)
+        dtype = tf.as_dtype(leaf.dtype)
+        if not shape.is_fully_defined():
+            raise ValueError(f"variable '{name}' has a partly unknown shape {shape}")
+        if not dtype.is_floating:
+            raise ValueError(f"variable '{name}' has dtype {dtype.name}; expected floating point")
+        specs.append((shape, dtype))
+    return specs
+
+
+def _leading(num_directions: int | None) -> list[int]:
+    if num_directions is None:
+        return []
+    if int(num_directions) < 1:
+        raise ValueError(f"num_directions must be >= 1 (or None), got {num_directions}")
+    return [int(num_directions)]
+
+
+def _per_leaf(variables: Any, seed: Seed, num_directions: int | None, draw: Callable) -> Any:
+    base = make_seed(seed)
+    lead = _leading(num_directions)
+    out = [
+        draw(lead + shape.as_list(), make_seed(base, i), dtype)
+        for i, (shape, dtype) in enumerate(_leaf_specs(variables))
+    ]
+    return tf.nest.pack_sequence_as(variables, out)
+
+
+def gaussian(variables: Any, seed: Seed, num_directions: int | None = None) -> Any:
+    """``v_j ~ N(0, 1)`` i.i.d. for every scalar; ``E[v vᵀ] = I``.
+
+    Args:
+      variables: nest of variables (or tensors) whose shapes/dtypes the direction takes.
+      seed: int, pair of ints or shape-[2] integer tensor.
+      num_directions: None for one direction, K for a leading K axis on every leaf.
+
+    Returns:
+      A nest like ``variables``.
+    """
+    return _per_leaf(
+        variables,
+        seed,
+        num_directions,
+        lambda shape, s, dtype: tf.random.stateless_normal(shape, seed=s, dtype=dtype),
+    )
+
+
+def rademacher(variables: Any, seed: Seed, num_directions: int | None = None) -> Any:
+    """``v_j = ±1`` with probability ½ each, i.i.d.; ``E[v vᵀ] = I`` (Args as :func:`gaussian`)."""
+
+    def draw(shape: list[int], s: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+        bits = tf.random.stateless_uniform(shape, seed=s, minval=0, maxval=2, dtype=tf.int32)
+        return tf.cast(2 * bits - 1, dtype)
+
+    return _per_leaf(variables, seed, num_directions, draw)
+
+
+def _flat(directions: Any, k: int) -> tf.Tensor:
+    """Concatenates a batched tree into a ``[K, n]`` matrix."""
+    return tf.concat([tf.reshape(d, [k, -1]) for d in tree.flatten(directions)], axis=1)
+
+
+def _unflat(matrix: tf.Tensor, variables: Any, k: int) -> Any:
+    out, offset = [], 0
+    for shape, dtype in _leaf_specs(variables):
+        size = shape.num_elements()
+        out.append(tf.cast(tf.reshape(matrix[:, offset : offset + size], [k, *shape]), dtype))
+        offset += size
+    return tf.nest.pack_sequence_as(variables, out)
+
+
+def unit_sphere(variables: Any, seed: Seed, num_directions: int | None = None) -> Any:
+    """Uniform on the unit sphere of the whole tree: ``v = g / ‖g‖``, g Gaussian; ``E[v vᵀ] = I/n``.
+
+    The norm is over all leaves together (one direction in the model's whole weight space).
+    """
+    k = 1 if num_directions is None else _leading(num_directions)[0]
+    g = gaussian(variables, seed, k)
+    norms = tf.norm(_flat(g, k), axis=1)  # [K]
+    out = tf.nest.map_structure(
+        lambda d: d / tf.reshape(tf.cast(norms, d.dtype), [k] + [1] * (d.shape.rank - 1)), g
+    )
+    if num_directions is None:
+        return tf.nest.map_structure(lambda d: d[0], out)
+    return out
+
+
+def orthogonal(variables: Any, seed: Seed, num_directions: int) -> Any:
+    """K mutually orthogonal unit directions (a uniformly random orthonormal frame).
+
+    ``Q`` from the QR factorisation of an ``n × K`` Gaussian matrix (signs fixed by ``diag(R)``
+    so the frame is Haar-distributed). Each direction has ``‖v_k‖ = 1``, ``v_k·v_l = 0`` for
+    k ≠ l, and ``E[v_k v_kᵀ] = I/n``. Requires ``K ≤ n``.
+
+    Args:
+      variables: nest of variables.
+      seed: as :func:`gaussian`.
+      num_directions: K (required, 1 ≤ K ≤ n).
+
+    Returns:
+      A nest like ``variables`` with a leading K axis on every leaf.
+    """
+    k = _leading(num_directions)[0] if num_directions is not None else 0
+    if k == 0:
+        raise ValueError("orthogonal needs num_directions=K (K >= 1)")
+    n = sum(shape.num_elements() for shape, _ in _leaf_specs(variables))
+    if k > n:
+        raise ValueError(
+            f"orthogonal: num_directions={k} exceeds the dimension n={n} of the variables; "
+            "at most n directions can be mutually orthogonal"
+        )
+    g = gaussian(variables, seed, k)
+    dtype = tf.float64  # QR in float64 so the frame is orthogonal to rounding
+    mat = tf.cast(_flat(g, k), dtype)  # [K, n]
+    q, r = tf.linalg.qr(tf.transpose(mat))  # q: [n, K]
+    signs = tf.where(tf.linalg.diag_part(r) < 0, -tf.ones([k], dtype), tf.ones([k], dtype))
+    frame = tf.transpose(q * signs[tf.newaxis, :])  # [K, n]
+    return _unflat(frame, variables, k)
+
+
+SAMPLERS: dict[str, Callable[..., Any]] = {
+    "gaussian": gaussian,
+    "rademacher": rademacher,
+    "unit_sphere": unit_sphere,
+    "orthogonal": orthogonal,
+}
+"""Sampler registry: name -> ``fn(variables, seed, num_directions)``."""
+
+
+def get(name: str) -> Callable[..., Any]:
+    """The sampler called ``name`` (see :data:`SAMPLERS`); ``ValueError`` if unknown."""
+    if name not in SAMPLERS:
+        raise ValueError(
+            f"unknown direction distribution {name!r}; choose one of {sorted(SAMPLERS)}"
+        )
+    return SAMPLERS[name]
+
+
+def sample(name: str, variables: Any, seed: Seed, num_directions: int | None = None) -> Any:
+    """``get(name)(variables, seed, num_directions)``."""
+    return get(name)(variables, seed, num_directions)
+
+
+def second_moment(name: str, variables: Any) -> float:
+    """The scalar s with ``E[v vᵀ] = s·I`` for the sampler ``name`` (1, or 1/n for unit norm)."""
+    get(name)
+    if name in ("gaussian", "rademacher"):
+        return 1.0
+    n = sum(shape.num_elements() for shape, _ in _leaf_specs(variables))
+    return 1.0 / n

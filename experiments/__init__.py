@@ -1,0 +1,1 @@
+"""absl entry points: thin wrappers that parse flags and call the library."""
