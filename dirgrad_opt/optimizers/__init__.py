@@ -1,0 +1,16 @@
+"""Keras 3 optimizers driven by directional derivatives, on one closure-based base class.
+
+Every optimizer is a ``keras.optimizers.Optimizer`` subclass with a ``minimize(loss_fn,
+var_list)`` step (Keras 3 has none) returning a dict of scalar tensors.
+"""
+
+from dirgrad_opt.optimizers.base import DirectionalOptimizer, StepContext
+from dirgrad_opt.optimizers.line_searches import ArmijoLineSearch, PolyakStep, WolfeLineSearch
+
+__all__ = [
+    "ArmijoLineSearch",
+    "DirectionalOptimizer",
+    "PolyakStep",
+    "StepContext",
+    "WolfeLineSearch",
+]

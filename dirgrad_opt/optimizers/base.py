@@ -1,0 +1,430 @@
+"""``DirectionalOptimizer``: the closure-based Keras 3 optimizer every dirgrad_opt method stands on.
+
+Keras 3 optimizers only see gradients (``apply(grads, vars)``); a line search must evaluate the
+loss at trial points, so our optimizers take a *closure* instead::
+
+    opt = ArmijoLineSearch()
+    info = opt.minimize(loss_fn, model.trainable_variables)   # one step
+    info["loss"], info["step_size"], info["forward_passes"]   # scalar tensors
+
+One step is two small rules, each a method a subclass may override (optax-style composition):
+
+1. **direction rule** :meth:`DirectionalOptimizer.compute_direction` →
+   ``(loss, d, slope)`` with ``slope = ∇L(w)·d``. Default: ``d = −∇L(w)`` (one forward and one
+   backward pass), or — with ``direction=<a Keras optimizer>`` — the update that optimizer would
+   apply (Adam's, momentum's...), so "Armijo along Adam's direction" is one constructor call.
+   A direction that is not a descent direction (``slope ≥ 0``) is replaced by ``−∇L(w)`` and the
+   step reports ``descent = False``.
+2. **step-size rule** :meth:`DirectionalOptimizer.compute_step_size` → ``(t, accepted)``.
+   Default: the learning rate (a float or a Keras schedule). Line searches evaluate
+   ``φ(t) = L(w + t d)`` through :meth:`StepContext.loss_at`.
+
+Then ``w ← w + t·(d − λ·w)`` where λ is ``weight_decay`` (decoupled, scaled by the step taken).
+The base class counts every pass the rules make (``forward_passes``, ``backward_passes``,
+``jvps``) exactly, per step and in running totals kept as optimizer variables (so they
+checkpoint), and advances ``iterations`` (schedules read it).
+
+Gradient clipping (``clipnorm``, ``clipvalue``, ``global_clipnorm``) is applied to the search
+direction ``d`` before the step-size rule, and the slope is recomputed from the clipped
+direction. ``use_ema``, ``loss_scale_factor`` and ``gradient_accumulation_steps`` are rejected
+with a clear error. ``apply``/``apply_gradients`` raise: these optimizers need the closure — use
+:meth:`minimize` or :mod:`dirgrad_opt.keras_fit`.
+
+A non-finite loss or gradient at the start point leaves the weights untouched and reports
+``accepted = False`` (the training loop turns that into a clear error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from dirgrad_opt import directional, tree
+
+__all__ = ["DirectionalOptimizer", "StepContext"]
+
+LossFn = Callable[[], Any]
+
+_COUNTERS = ("forward_passes", "backward_passes", "jvps")
+
+
+class StepContext:
+    """Everything one step's rules share: the closure, the variables, the start point, the costs.
+
+    Rules call its methods instead of ``loss_fn`` directly so that every pass is counted and the
+    variables can always be put back at the start point ``w0``.
+
+    Attributes:
+      loss_fn: the zero-argument loss closure.
+      variables: the list of variables being optimised.
+      start: the values ``w0`` at the beginning of the step (tensors).
+      gradient: ``∇L(w0)`` once a rule has computed it, else ``None``.
+      metrics: extra scalars a rule wants reported in ``minimize``'s dict.
+    """
+
+    def __init__(self, loss_fn: LossFn, variables: list[Any], counters: dict[str, Any]):
+        self.loss_fn = loss_fn
+        self.variables = variables
+        self.start = [tf.identity(tree._value(v)) for v in variables]
+        self.gradient: list[tf.Tensor] | None = None
+        self.metrics: dict[str, tf.Tensor] = {}
+        self._counters = counters
+        for counter in counters.values():
+            counter.assign(0)
+
+    # -- cost accounting -------------------------------------------------------------------
+    def count(self, forward_passes: Any = 0, backward_passes: Any = 0, jvps: Any = 0) -> None:
+        """Adds passes to this step's counters (ints or int tensors).
+
+        The counters are optimizer variables, so counting works anywhere — also inside a
+        ``tf.while_loop`` body such as a line search's ``φ``.
+        """
+        for name, value in zip(_COUNTERS, (forward_passes, backward_passes, jvps), strict=True):
+            if isinstance(value, int) and value == 0:
+                continue
+            self._counters[name].assign_add(tf.cast(value, tf.int64))
+
+    @property
+    def counts(self) -> dict[str, tf.Tensor]:
+        """This step's passes so far, as int32 scalars."""
+        return {
+            name: tf.cast(tf.convert_to_tensor(c), tf.int32) for name, c in self._counters.items()
+        }
+
+    # -- evaluations -----------------------------------------------------------------------
+    def loss(self) -> tf.Tensor:
+        """``L`` at the variables' current value (1 forward pass)."""
+        self.count(forward_passes=1)
+        return directional._call_loss(self.loss_fn)
+
+    def loss_and_gradient(self) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """``L(w)`` and ``∇L(w)`` at the current value (1 forward + 1 backward pass)."""
+        self.count(forward_passes=1, backward_passes=1)
+        return directional._reverse(self.loss_fn, self.variables)
+
+    def directional_derivatives(
+        self, directions: Any, method: str = "auto", **kwargs: Any
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """:func:`dirgrad_opt.directional.directional_derivatives` at the current value, counted."""
+        k = int(tree.flatten(directions)[0].shape[0])
+        chosen = directional.choose_method(k) if method == "auto" else method
+        cost = directional.cost(chosen, k)
+        self.count(*cost)
+        return directional.directional_derivatives(
+            self.loss_fn, self.variables, directions, chosen, **kwargs
+        )
+
+    def set_point(self, t: Any, direction: Sequence[tf.Tensor]) -> None:
+        """Moves the variables to ``w0 + t·d`` (no pass counted)."""
+        for v, w0, d in zip(self.variables, self.start, direction, strict=True):
+            v.assign(w0 + tf.cast(t, w0.dtype) * tf.cast(d, w0.dtype))
+
+    def restore(self) -> None:
+        """Puts the variables back at ``w0`` exactly."""
+        for v, w0 in zip(self.variables, self.start, strict=True):
+            v.assign(w0)
+
+    def loss_at(self, t: Any, direction: Sequence[tf.Tensor]) -> tf.Tensor:
+        """``φ(t) = L(w0 + t·d)`` (1 forward pass). Leaves the variables at ``w0 + t·d``."""
+        self.set_point(t, direction)
+        return self.loss()
+
+    def loss_and_slope_at(
+        self, t: Any, direction: Sequence[tf.Tensor]
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(φ(t), φ'(t)) = (L(w0 + t d), ∇L(w0 + t d)·d)`` (1 forward + 1 backward pass)."""
+        self.set_point(t, direction)
+        value, grads = self.loss_and_gradient()
+        return value, tf.cast(tree.dot(grads, direction), value.dtype)
+
+
+def _is_float_or_schedule(value: Any) -> bool:
+    return isinstance(value, float | keras.optimizers.schedules.LearningRateSchedule) or callable(
+        value
+    )
+
+
+@keras.saving.register_keras_serializable(package="dirgrad_opt")
+class DirectionalOptimizer(keras.optimizers.Optimizer):
+    """Base class: an optimizer driven by a loss closure, a direction rule and a step-size rule.
+
+    Update: ``w ← w + t·(d − λ·w)`` with ``(loss, d, slope) = compute_direction(ctx)`` and
+    ``(t, accepted) = compute_step_size(ctx, loss, d, slope)``; λ = ``weight_decay``.
+
+    As a concrete optimizer it is steepest descent with a fixed (or scheduled) step,
+    ``w ← w − η ∇L(w)`` — the reference every subclass changes one rule of.
+
+    Args:
+      learning_rate: float or ``keras.optimizers.schedules.LearningRateSchedule``; the step
+        size of the default step-size rule. Line searches do not use it.
+      direction: ``None`` for ``−∇L``, or a Keras optimizer instance whose update defines the
+        search direction (its own learning rate sets the scale of ``t = 1``).
+      weight_decay: decoupled weight decay λ ≥ 0, applied as ``−t·λ·w``.
+      clipnorm, clipvalue, global_clipnorm: clip the search direction (Keras semantics).
+      name: optimizer name.
+      **kwargs: other Keras optimizer options; ``use_ema``, ``loss_scale_factor`` and
+        ``gradient_accumulation_steps`` are not supported and raise ``ValueError``.
+
+    Example:
+      >>> w = tf.Variable([3.0, -2.0])
+      >>> opt = DirectionalOptimizer(learning_rate=0.25)
+      >>> for _ in range(50):
+      ...     info = opt.minimize(lambda: tf.reduce_sum(w**2), [w])
+      >>> float(tf.norm(w)) < 1e-6
+      True
+    """
+
+    #: Whether the default step-size rule (the learning rate) is used; subclasses that pick the
+    #: step themselves set this False and drop ``learning_rate`` from their config.
+    uses_learning_rate = True
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.01,
+        direction: keras.optimizers.Optimizer | dict | None = None,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ):
+        for unsupported in ("use_ema", "loss_scale_factor", "gradient_accumulation_steps"):
+            if kwargs.get(unsupported):
+                raise ValueError(
+                    f"{type(self).__name__} does not support `{unsupported}`: a closure-based "
+                    "step evaluates the loss at trial points itself. Remove the argument."
+                )
+            kwargs.pop(unsupported, None)
+        kwargs.pop("ema_momentum", None)
+        kwargs.pop("ema_overwrite_frequency", None)
+        if isinstance(learning_rate, int) and not isinstance(learning_rate, bool):
+            learning_rate = float(learning_rate)  # gin writes `1` for 1.0; Keras rejects ints
+        if not _is_float_or_schedule(learning_rate):
+            raise ValueError(
+                f"learning_rate must be a float or a LearningRateSchedule, got {learning_rate!r}"
+            )
+        if isinstance(learning_rate, float) and not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if weight_decay is not None and not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        for arg, value in (
+            ("clipnorm", clipnorm),
+            ("clipvalue", clipvalue),
+            ("global_clipnorm", global_clipnorm),
+        ):
+            if value is not None and not value > 0:
+                raise ValueError(f"{arg} must be > 0, got {value}")
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            name=name,
+            **kwargs,
+        )
+        if isinstance(direction, dict):
+            direction = keras.saving.deserialize_keras_object(direction)
+        if direction is not None and not isinstance(direction, keras.optimizers.Optimizer):
+            raise ValueError(
+                "direction must be None (steepest descent) or a Keras optimizer instance such "
+                f"as keras.optimizers.Adam(), got {type(direction).__name__}"
+            )
+        if isinstance(direction, DirectionalOptimizer):
+            raise ValueError(
+                "direction must be a gradient-based Keras optimizer, not a closure one"
+            )
+        self.direction_optimizer = direction
+
+    # -- state -----------------------------------------------------------------------------
+    def build(self, var_list: Sequence[Any]) -> None:
+        """Creates the step counters and the subclass state (:meth:`build_state`)."""
+        if self.built:
+            return
+        var_list = list(var_list)
+        with tf.init_scope():
+            super().build(var_list)
+            self._totals = {
+                name: self.add_variable((), initializer="zeros", dtype="int64", name=name)
+                for name in _COUNTERS
+            }
+            self._step_counts = {
+                name: self.add_variable((), initializer="zeros", dtype="int64", name=f"step_{name}")
+                for name in _COUNTERS
+            }
+            if self.direction_optimizer is not None and not self.direction_optimizer.built:
+                self.direction_optimizer.build(var_list)
+            self.build_state(var_list)
+        self.built = True
+
+    def build_state(self, var_list: list[Any]) -> None:
+        """Hook: create extra state with ``self.add_variable`` (never a raw ``tf.Variable``)."""
+
+    @property
+    def variables(self) -> list[Any]:
+        inner = self.direction_optimizer.variables if self.direction_optimizer else []
+        return self._variables[:] + list(inner)
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        """Running totals of passes since creation (optimizer variables; they checkpoint)."""
+        if not self.built:
+            raise ValueError("the optimizer is not built yet: call minimize() or build() first")
+        return dict(self._totals)
+
+    # -- the closure API -------------------------------------------------------------------
+    @tf.autograph.experimental.do_not_convert
+    def minimize(self, loss_fn: LossFn, var_list: Any) -> dict[str, tf.Tensor]:
+        """One optimisation step on ``loss_fn`` over ``var_list``.
+
+        Args:
+          loss_fn: zero-argument callable returning the scalar loss at the variables' current
+            value. It is called several times per step for line searches: it must be
+            deterministic (fixed batch, fixed dropout seed) — see :mod:`dirgrad_opt.keras_fit`.
+          var_list: list (or nest) of variables.
+
+        Returns:
+          A dict of scalar tensors: ``loss`` (at the start point), ``step_size``, ``accepted``,
+          ``descent``, this step's ``forward_passes``, ``backward_passes``, ``jvps``, plus
+          rule-specific metrics.
+        """
+        variables = directional._check_variables(var_list)
+        if not self.built:
+            self.build(variables)
+        else:
+            self._check_variables_are_known(variables)
+        with tf.name_scope(self.name):
+            ctx = StepContext(loss_fn, variables, self._step_counts)
+            info = self.step(ctx)
+            counts = ctx.counts
+            for name in _COUNTERS:
+                self._totals[name].assign_add(tf.cast(counts[name], tf.int64))
+            self._iterations.assign_add(1)
+        out = {name: counts[name] for name in _COUNTERS}
+        out.update(ctx.metrics)
+        out.update(info)
+        return out
+
+    def step(self, ctx: StepContext) -> dict[str, tf.Tensor]:
+        """Direction rule, clipping, step-size rule, move. Returns metrics for ``minimize``."""
+        loss, d, slope = self.compute_direction(ctx)
+        d, slope = self._clip_direction(ctx, d, slope)
+        finite = tf.math.is_finite(loss) & tf.math.is_finite(slope)
+        t, accepted = self.compute_step_size(ctx, loss, d, slope)
+        ok = finite & tf.math.is_finite(t)
+        t = tf.where(ok, tf.cast(t, loss.dtype), tf.zeros_like(loss))
+        self._move(ctx, t, d, ok)
+        return {
+            "loss": loss,
+            "step_size": t,
+            "accepted": tf.logical_and(tf.cast(accepted, tf.bool), finite),
+            "descent": slope < 0,
+            "slope": slope,
+        }
+
+    # -- the two rules ---------------------------------------------------------------------
+    def compute_direction(self, ctx: StepContext) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+        """Direction rule: ``(loss, d, slope = ∇L·d)``; default ``−∇L`` or the inner optimizer's.
+
+        Subclasses may override it (random directions, momentum...). A direction with
+        ``slope ≥ 0`` is replaced by ``−∇L`` (counted in ``metrics['fallback']``).
+        """
+        loss, grads = ctx.loss_and_gradient()
+        ctx.gradient = grads
+        steepest = [-g for g in grads]
+        if self.direction_optimizer is None:
+            return loss, steepest, -tf.cast(tree.dot(grads, grads), loss.dtype)
+        d = self._inner_direction(ctx, grads)
+        slope = tf.cast(tree.dot(grads, d), loss.dtype)
+        bad = ~(slope < 0)
+        ctx.metrics["fallback"] = bad
+        d = [tf.where(bad, s, x) for s, x in zip(steepest, d, strict=True)]
+        slope = tf.where(bad, -tf.cast(tree.dot(grads, grads), loss.dtype), slope)
+        return loss, d, slope
+
+    def compute_step_size(
+        self, ctx: StepContext, loss: tf.Tensor, direction: list[tf.Tensor], slope: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Step-size rule: ``(t, accepted)``; default the (scheduled) learning rate."""
+        lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
+        return lr, tf.constant(True)
+
+    # -- internals -------------------------------------------------------------------------
+    def _inner_direction(self, ctx: StepContext, grads: list[tf.Tensor]) -> list[tf.Tensor]:
+        """The inner Keras optimizer's update ``Δw`` for gradient ``grads`` (its state advances)."""
+        self.direction_optimizer.apply(grads, ctx.variables)
+        d = [tree._value(v) - w0 for v, w0 in zip(ctx.variables, ctx.start, strict=True)]
+        ctx.restore()
+        return d
+
+    def _clip_direction(
+        self, ctx: StepContext, d: list[tf.Tensor], slope: tf.Tensor
+    ) -> tuple[list[tf.Tensor], tf.Tensor]:
+        if not (self.clipnorm or self.clipvalue or self.global_clipnorm):
+            return d, slope
+        clipped = list(self._clip_gradients(d))
+        if ctx.gradient is not None:
+            slope = tf.cast(tree.dot(ctx.gradient, clipped), slope.dtype)
+        return clipped, slope
+
+    def _move(self, ctx: StepContext, t: tf.Tensor, d: list[tf.Tensor], ok: tf.Tensor) -> None:
+        """``w ← w0 + t·(d − λ·w0)`` where ``ok``, else ``w ← w0`` (a NaN ``d`` never leaks in)."""
+        for v, w0, di in zip(ctx.variables, ctx.start, d, strict=True):
+            step = tf.cast(di, w0.dtype)
+            if self.weight_decay and self._use_weight_decay(v):
+                step = step - tf.cast(self.weight_decay, w0.dtype) * w0
+            v.assign(tf.where(ok, w0 + tf.cast(t, w0.dtype) * step, w0))
+
+    # -- Keras API that does not fit a closure optimizer -----------------------------------
+    def apply(self, grads: Any, trainable_variables: Any = None) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__} needs the loss closure, not just gradients: call "
+            "opt.minimize(loss_fn, var_list), or train a Keras model with "
+            "dirgrad_opt.keras_fit.DirectionalModel / enable_closure_training(model)."
+        )
+
+    def apply_gradients(self, grads_and_vars: Any) -> None:
+        self.apply(None)
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        self.apply(None)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        for key in ("use_ema", "ema_momentum", "ema_overwrite_frequency"):
+            config.pop(key, None)
+        config.pop("loss_scale_factor", None)
+        config.pop("gradient_accumulation_steps", None)
+        if not self.uses_learning_rate:
+            config.pop("learning_rate", None)
+        config["direction"] = (
+            keras.saving.serialize_keras_object(self.direction_optimizer)
+            if self.direction_optimizer is not None
+            else None
+        )
+        return config
+
+
+def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """Validates a hyperparameter ``> 0`` (or ``>= 0``); returns it as float."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not (x >= 0 if allow_zero else x > 0) or x != x or x == float("inf"):
+        raise ValueError(
+            f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value}"
+        )
+    return x
+
+
+def check_open_unit(name: str, value: Any) -> float:
+    """Validates a hyperparameter in the open interval (0, 1); returns it as float."""
+    x = check_positive(name, value)
+    if not x < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value}")
+    return x
