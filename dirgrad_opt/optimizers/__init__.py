@@ -5,11 +5,19 @@ var_list)`` step (Keras 3 has none) returning a dict of scalar tensors.
 """
 
 from dirgrad_opt.optimizers.base import DirectionalOptimizer, StepContext
+from dirgrad_opt.optimizers.guided import (
+    DirectionalNewton,
+    GradientOnlyLineSearch,
+    ParabolicLineSearch,
+)
 from dirgrad_opt.optimizers.line_searches import ArmijoLineSearch, PolyakStep, WolfeLineSearch
 
 __all__ = [
     "ArmijoLineSearch",
+    "DirectionalNewton",
     "DirectionalOptimizer",
+    "GradientOnlyLineSearch",
+    "ParabolicLineSearch",
     "PolyakStep",
     "StepContext",
     "WolfeLineSearch",

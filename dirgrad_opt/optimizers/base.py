@@ -19,7 +19,8 @@ One step is two small rules, each a method a subclass may override (optax-style 
    Default: the learning rate (a float or a Keras schedule). Line searches evaluate
    ``φ(t) = L(w + t d)`` through :meth:`StepContext.loss_at`.
 
-Then ``w ← w + t·(d − λ·w)`` where λ is ``weight_decay`` (decoupled, scaled by the step taken).
+Then ``w ← w + t·d − λ·w`` where λ is ``weight_decay`` (decoupled: a fraction of the weights
+removed per step, independent of the step size t the rules choose).
 The base class counts every pass the rules make (``forward_passes``, ``backward_passes``,
 ``jvps``) exactly, per step and in running totals kept as optimizer variables (so they
 checkpoint), and advances ``iterations`` (schedules read it).
@@ -151,7 +152,7 @@ def _is_float_or_schedule(value: Any) -> bool:
 class DirectionalOptimizer(keras.optimizers.Optimizer):
     """Base class: an optimizer driven by a loss closure, a direction rule and a step-size rule.
 
-    Update: ``w ← w + t·(d − λ·w)`` with ``(loss, d, slope) = compute_direction(ctx)`` and
+    Update: ``w ← w + t·d − λ·w`` with ``(loss, d, slope) = compute_direction(ctx)`` and
     ``(t, accepted) = compute_step_size(ctx, loss, d, slope)``; λ = ``weight_decay``.
 
     As a concrete optimizer it is steepest descent with a fixed (or scheduled) step,
@@ -162,7 +163,7 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
         size of the default step-size rule. Line searches do not use it.
       direction: ``None`` for ``−∇L``, or a Keras optimizer instance whose update defines the
         search direction (its own learning rate sets the scale of ``t = 1``).
-      weight_decay: decoupled weight decay λ ≥ 0, applied as ``−t·λ·w``.
+      weight_decay: decoupled weight decay λ ≥ 0: ``−λ·w`` per step, whatever the step size.
       clipnorm, clipvalue, global_clipnorm: clip the search direction (Keras semantics).
       name: optimizer name.
       **kwargs: other Keras optimizer options; ``use_ema``, ``loss_scale_factor`` and
@@ -372,12 +373,17 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
         return clipped, slope
 
     def _move(self, ctx: StepContext, t: tf.Tensor, d: list[tf.Tensor], ok: tf.Tensor) -> None:
-        """``w ← w0 + t·(d − λ·w0)`` where ``ok``, else ``w ← w0`` (a NaN ``d`` never leaks in)."""
+        """``w ← w0 + t·d − λ·w0`` where ``ok``, else ``w ← w0`` (a NaN ``d`` never leaks in).
+
+        The decay λ (``weight_decay``) is a fraction of the weights removed per step,
+        independent of the step size t: line searches and Newton-type rules pick t per step
+        (up to ~1/curvature), and scaling the decay by it would make its strength arbitrary.
+        """
         for v, w0, di in zip(ctx.variables, ctx.start, d, strict=True):
-            step = tf.cast(di, w0.dtype)
+            new = w0 + tf.cast(t, w0.dtype) * tf.cast(di, w0.dtype)
             if self.weight_decay and self._use_weight_decay(v):
-                step = step - tf.cast(self.weight_decay, w0.dtype) * w0
-            v.assign(tf.where(ok, w0 + tf.cast(t, w0.dtype) * step, w0))
+                new = new - tf.constant(self.weight_decay, w0.dtype) * w0
+            v.assign(tf.where(ok, new, w0))
 
     # -- Keras API that does not fit a closure optimizer -----------------------------------
     def apply(self, grads: Any, trainable_variables: Any = None) -> None:

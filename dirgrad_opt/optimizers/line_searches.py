@@ -217,8 +217,8 @@ class WolfeLineSearch(DirectionalOptimizer):
         usable = tf.math.is_finite(guess) & (guess > 0)
         t0 = tf.where(
             usable,
-            tf.minimum(guess, tf.cast(self.max_initial_step, loss.dtype)),
-            tf.cast(self.initial_step, loss.dtype),
+            tf.minimum(guess, tf.constant(self.max_initial_step, loss.dtype)),
+            tf.constant(self.initial_step, loss.dtype),
         )
         result = line_search.strong_wolfe(
             lambda t: ctx.loss_and_slope_at(t, direction),
@@ -314,10 +314,10 @@ class PolyakStep(DirectionalOptimizer):
     def compute_step_size(
         self, ctx: StepContext, loss: tf.Tensor, direction: list[tf.Tensor], slope: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        gap = tf.maximum(loss - tf.cast(self.min_loss, loss.dtype), 0.0)
-        denom = tf.cast(self.c, loss.dtype) * (-slope)
+        gap = tf.maximum(loss - tf.constant(self.min_loss, loss.dtype), 0.0)
+        denom = tf.constant(self.c, loss.dtype) * (-slope)
         polyak = tf.where(denom > 0, gap / tf.where(denom > 0, denom, 1.0), 0.0)
-        cap = tf.cast(self.max_step, loss.dtype)
+        cap = tf.constant(self.max_step, loss.dtype)
         if self.smooth:
             factor = self.growth ** (1.0 / self.steps_per_epoch)
             cap = tf.minimum(tf.cast(self.previous_step, loss.dtype) * factor, cap)

@@ -1,0 +1,92 @@
+"""Shared test problems for the optimizer tests (one definition, many tables)."""
+
+import keras
+import numpy as np
+import scipy.optimize
+import tensorflow as tf
+from sklearn.datasets import load_breast_cancer
+
+LAMBDA = 1e-3
+"""L2 coefficient of the logistic-regression problem."""
+
+
+def quadratic(dtype, kappa=100.0, dim=20):
+    """f(w) = ½ wᵀAw, eigenvalues log-spaced in [1, κ], random rotation; f* = 0, w₀ = 1."""
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    a = tf.constant((q * np.logspace(0, np.log10(kappa), dim)) @ q.T, dtype)
+    w = tf.Variable(tf.ones(dim, dtype))
+
+    def loss_fn():
+        return 0.5 * tf.tensordot(w, tf.linalg.matvec(a, w), 1)
+
+    return [w], loss_fn
+
+
+def logistic_data():
+    """sklearn's breast-cancer set (569 × 30), standardized features, float64 labels."""
+    x, y = load_breast_cancer(return_X_y=True)
+    return (x - x.mean(0)) / x.std(0), y.astype(np.float64)
+
+
+def logistic_optimum():
+    """f* of mean log-loss + λ/2 ‖w‖² (bias unregularised) by scipy L-BFGS-B, float64."""
+    x, y = logistic_data()
+    xb = np.hstack([x, np.ones((len(x), 1))])
+
+    def f(theta):
+        z = xb @ theta
+        loss = np.mean(np.logaddexp(0, z) - y * z) + 0.5 * LAMBDA * theta[:-1] @ theta[:-1]
+        grad = xb.T @ (1 / (1 + np.exp(-z)) - y) / len(y)
+        grad[:-1] += LAMBDA * theta[:-1]
+        return loss, grad
+
+    res = scipy.optimize.minimize(
+        f, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B", options={"gtol": 1e-12}
+    )
+    assert res.success
+    return res.fun
+
+
+def logistic(dtype):
+    """The same objective in TensorFlow over variables [w, b] starting at 0."""
+    x, y = logistic_data()
+    xt, yt = tf.constant(x, dtype), tf.constant(y, dtype)
+    w = tf.Variable(tf.zeros(x.shape[1], dtype), name="w")
+    b = tf.Variable(tf.zeros((), dtype), name="b")
+
+    def loss_fn():
+        z = tf.linalg.matvec(xt, w) + b
+        data = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=yt, logits=z))
+        return data + 0.5 * LAMBDA * tf.reduce_sum(w * w)
+
+    return [w, b], loss_fn
+
+
+def mlp(dtype=tf.float32):
+    """A 8-16-2 tanh MLP on 64 fixed Gaussian points with a linear label rule."""
+    keras.utils.set_random_seed(0)
+    x = tf.random.stateless_normal((64, 8), seed=[0, 1], dtype=dtype)
+    y = tf.cast(tf.reduce_sum(x[:, :2], axis=1) > 0, tf.int32)
+    model = keras.Sequential(
+        [
+            keras.Input((8,), dtype=dtype),
+            keras.layers.Dense(16, activation="tanh", dtype=dtype),
+            keras.layers.Dense(2, dtype=dtype),
+        ]
+    )
+
+    def loss_fn():
+        return tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(y, model(x), from_logits=True)
+        )
+
+    return model.trainable_variables, loss_fn
+
+
+def run(opt, variables, loss_fn, steps):
+    """Builds first, then steps in one tf.function; returns (the step, per-step infos)."""
+    opt.build(variables)
+    step = tf.function(lambda: opt.minimize(loss_fn, variables))
+    infos = [step() for _ in range(steps)]
+    return step, infos
