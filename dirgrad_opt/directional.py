@@ -70,6 +70,7 @@ __all__ = [
     "directional_curvature",
     "directional_derivative",
     "directional_derivatives",
+    "gradient_curvature",
     "in_xla_context",
 ]
 
@@ -541,3 +542,38 @@ def directional_curvature(
             )
     _ensure_forward_safe(watch.types, "a second derivative (vᵀHv)")
     return loss, derivative, tree.dot(hvp, dirs)
+
+
+@tf.autograph.experimental.do_not_convert
+def gradient_curvature(
+    loss_fn: LossFn, variables: Any
+) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+    """Loss, gradient ``g = ∇L(w)`` and the curvature along it, ``gᵀ∇²L(w)g``, in one pass.
+
+    The direction is the gradient itself, so forward-over-reverse cannot be used (the tangent
+    must be known before the pass that computes it). Reverse-over-reverse forms
+    ``g·stop_gradient(g)`` inside an outer tape; its gradient is ``Hg``. Cost: 1 forward +
+    2 backward passes, no JVP. Raises :class:`UnsafeDerivativeError` through max-pooling under
+    XLA, like :func:`directional_curvature`.
+
+    Args:
+      loss_fn: zero-argument callable returning the scalar loss.
+      variables: a nest of variables.
+
+    Returns:
+      ``(loss, gradient, curvature)``: scalar, a list of tensors (one per variable leaf, in
+      ``tf.nest`` order, no gradient attached) and ``gᵀHg``. The curvature along the steepest
+      descent direction ``−g`` is the same number.
+    """
+    leaves = _check_variables(variables)
+    primals = [_primal(v) for v in leaves]
+    with _OpWatch() as watch:
+        with tf.GradientTape(watch_accessed_variables=False) as outer:
+            for p in primals:
+                outer.watch(p)
+            loss, grads = _reverse(loss_fn, leaves)
+            fixed = [tf.stop_gradient(g) for g in grads]
+            inner = tree.dot(grads, fixed)
+        hg = outer.gradient(inner, primals, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    _ensure_forward_safe(watch.types, "a second derivative (gᵀHg)")
+    return loss, fixed, tf.cast(tree.dot(hg, fixed), loss.dtype)

@@ -524,3 +524,22 @@ def test_nan_loss_propagates_and_weights_survive():
 
 def test_tree_utils_reexported_consistently():
     assert tree.flatten({"a": 1, "b": 2}) == [1, 2]
+
+
+def test_gradient_curvature_on_analytic_quadratic():
+    """L = ½ wᵀAw + bᵀw: g = Aw + b and gᵀHg = gᵀAg."""
+    rng = np.random.default_rng(1)
+    m = rng.normal(size=(4, 4))
+    a = m @ m.T + np.eye(4)
+    b = rng.normal(size=4)
+    w0 = rng.normal(size=4)
+    w = tf.Variable(w0)
+    at, bt = tf.constant(a), tf.constant(b)
+
+    def loss_fn():
+        return 0.5 * tf.tensordot(w, tf.linalg.matvec(at, w), 1) + tf.tensordot(bt, w, 1)
+
+    loss, grads, curv = tf.function(lambda: directional.gradient_curvature(loss_fn, [w]))()
+    g = a @ w0 + b
+    np.testing.assert_allclose(grads[0].numpy(), g, rtol=1e-12)
+    assert float(curv) == pytest.approx(float(g @ a @ g), rel=1e-12)

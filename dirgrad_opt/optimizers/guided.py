@@ -322,20 +322,8 @@ def _curvature_along_steepest_descent(
     ``g·d`` is ``H d``: no second forward pass and no JVP. Guarded like
     :func:`dirgrad_opt.directional.directional_curvature` (max-pool under XLA raises).
     """
-    leaves = ctx.variables
-    primals = [directional._primal(v) for v in leaves]
-    with directional._OpWatch() as watch:
-        with tf.GradientTape(watch_accessed_variables=False) as outer:
-            for p in primals:
-                outer.watch(p)
-            loss, grads = directional._reverse(ctx.loss_fn, leaves)
-            d = [-tf.stop_gradient(g) for g in grads]
-            slope = tree.dot(grads, d)
-        hd = outer.gradient(slope, primals, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    directional._ensure_forward_safe(watch.types, "a second derivative (dᵀHd)")
     ctx.count(forward_passes=1, backward_passes=2)
-    grads = [tf.stop_gradient(g) for g in grads]
-    return loss, grads, tf.cast(tree.dot(hd, d), loss.dtype)
+    return directional.gradient_curvature(ctx.loss_fn, ctx.variables)
 
 
 @keras.saving.register_keras_serializable(package="dirgrad_opt")
