@@ -54,7 +54,10 @@ class ArmijoLineSearch(DirectionalOptimizer):
       c: sufficient-decrease constant, ``0 < c < 1`` (paper: 0.1).
       shrink: backtracking factor β, ``0 < β < 1`` (paper: 0.9).
       initial_step: first trial step (paper: 1).
-      max_step: cap on the trial step (paper's η_max; default 10).
+      max_step: cap on the trial step (paper's η_max). Default ``None``: 10 along ``−∇L`` (the
+        paper), 1 along a ``direction`` optimizer's update — there ``t = 1`` already is that
+        optimizer's step, and letting SLS grow it 10-fold made Armijo-along-Adam diverge on
+        the MNIST-1D MLP benchmark (``docs/bench_line_searches.md``).
       reset: ``"grow"``, ``"keep"`` or ``"reset"``.
       growth: γ of the ``"grow"`` reset (paper: 2).
       steps_per_epoch: n_batches of the ``"grow"`` reset (mini-batches per epoch).
@@ -81,7 +84,7 @@ class ArmijoLineSearch(DirectionalOptimizer):
         c: float = 0.1,
         shrink: float = 0.9,
         initial_step: float = 1.0,
-        max_step: float = 10.0,
+        max_step: float | None = None,
         reset: str = "grow",
         growth: float = 2.0,
         steps_per_epoch: int = 100,
@@ -94,6 +97,8 @@ class ArmijoLineSearch(DirectionalOptimizer):
         self.c = check_open_unit("c", c)
         self.shrink = check_open_unit("shrink", shrink)
         self.initial_step = check_positive("initial_step", initial_step)
+        if max_step is None:
+            max_step = 10.0 if self.direction_optimizer is None else 1.0
         self.max_step = check_positive("max_step", max_step)
         if self.initial_step > self.max_step:
             raise ValueError(f"initial_step ({initial_step}) must be <= max_step ({max_step})")
