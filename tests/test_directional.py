@@ -543,3 +543,19 @@ def test_gradient_curvature_on_analytic_quadratic():
     g = a @ w0 + b
     np.testing.assert_allclose(grads[0].numpy(), g, rtol=1e-12)
     assert float(curv) == pytest.approx(float(g @ a @ g), rel=1e-12)
+
+
+@pytest.mark.parametrize("method", FD)
+def test_finite_differences_restore_weights_when_the_loss_raises(method):
+    w = tf.Variable([1.0, 2.0])
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first perturbed evaluation
+            raise RuntimeError("data pipeline hiccup")
+        return tf.reduce_sum(w**2)
+
+    with pytest.raises(RuntimeError, match="hiccup"):
+        directional.directional_derivative(flaky, [w], [tf.ones(2)], method)
+    np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])
