@@ -19,6 +19,10 @@ orthogonal     K orthonormal directions (uniform frame)     I / n (each)
 :func:`second_moment` returns the last column's scalar, so an estimator such as the forward
 gradient ``(∇L·v) v / second_moment`` is unbiased for any sampler.
 
+Caveat (TF 2.21, CPU): the stateless samplers and ``stateless_fold_in`` draw different numbers
+inside an XLA-compiled function than outside one, so the direction stream of a seed depends on
+the compile mode. Regenerate a direction under the same compile mode that drew it.
+
 With ``num_directions=None`` a sampler returns one direction (leaves shaped like the
 variables); with ``num_directions=K`` every leaf gets a leading ``K`` axis, the layout
 :func:`dirgrad_opt.directional.directional_derivatives` takes.

@@ -11,14 +11,22 @@ from dirgrad_opt.optimizers.guided import (
     ParabolicLineSearch,
 )
 from dirgrad_opt.optimizers.line_searches import ArmijoLineSearch, PolyakStep, WolfeLineSearch
+from dirgrad_opt.optimizers.random_direction import (
+    ForwardGradient,
+    RandomDirectionLineSearch,
+    ZerothOrder,
+)
 
 __all__ = [
     "ArmijoLineSearch",
     "DirectionalNewton",
     "DirectionalOptimizer",
+    "ForwardGradient",
     "GradientOnlyLineSearch",
     "ParabolicLineSearch",
     "PolyakStep",
+    "RandomDirectionLineSearch",
     "StepContext",
     "WolfeLineSearch",
+    "ZerothOrder",
 ]

@@ -37,6 +37,7 @@ A non-finite loss or gradient at the start point leaves the weights untouched an
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -228,8 +229,8 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
             name=name,
             **kwargs,
         )
-        if isinstance(direction, dict):
-            direction = keras.saving.deserialize_keras_object(direction)
+        if isinstance(direction, dict):  # Keras mutates the dict it deserializes: copy it
+            direction = keras.saving.deserialize_keras_object(copy.deepcopy(direction))
         if direction is not None and not isinstance(direction, keras.optimizers.Optimizer):
             raise ValueError(
                 "direction must be None (steepest descent) or a Keras optimizer instance such "
@@ -398,6 +399,11 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         self.apply(None)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Any:
+        """Inverse of :meth:`get_config`; leaves the caller's dict untouched (Keras mutates it)."""
+        return super().from_config(copy.deepcopy(config), custom_objects=custom_objects)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

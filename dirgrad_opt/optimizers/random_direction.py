@@ -1,0 +1,725 @@
+"""Random-direction optimizers: forward gradient, zeroth order (SPSA / MeZO), random line search.
+
+All three need only *directional* information along random directions — a forward-mode JVP or
+two loss evaluations — and never a backward pass:
+
+* :class:`ForwardGradient` — ``g̃ = (1/K) Σ_k (∇L·v_k) v_k / s``, then SGD (or any Keras
+  optimizer fed ``g̃`` as its gradient). Baydin et al. 2022.
+* :class:`ZerothOrder` — SPSA / MeZO: ``g̃ = (1/K) Σ_k (L(w+εz_k) − L(w−εz_k)) / (2ε) · z_k``
+  from loss values only. Spall 1992; Malladi et al. 2023.
+* :class:`RandomDirectionLineSearch` — a random direction flipped to descent by the sign of its
+  directional derivative, then a backtracking Armijo search along it.
+
+**Directions are never stored.** Step n draws its directions from the stateless seed
+``directions.make_seed(seed, n)`` (``seed`` a hyperparameter, ``n = iterations``) and regenerates
+them whenever it needs them again. The optimizer state is therefore a few scalars (plus an inner
+optimizer's state, if any), restoring a checkpoint restores the random stream, and two
+optimizers with the same ``seed`` draw the same directions.
+
+**Estimator diagnostics.** With ``diagnostics=True`` every step also computes the true gradient
+``∇L(w)`` at the start point (1 forward + 1 backward pass, counted in the step's cost) and
+reports in ``minimize``'s dict
+
+    cosine     = g̃·∇L / (‖g̃‖ ‖∇L‖)        (NaN when either norm is 0)
+    norm_ratio = ‖g̃‖ / ‖∇L‖               (NaN when ∇L = 0)
+
+where ``g̃`` is the optimizer's gradient estimate (for the line search: the forward-gradient
+estimate ``(∇L·v) v / s`` from its direction v).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from dirgrad_opt import directional, directions, tree
+from dirgrad_opt.optimizers.base import (
+    DirectionalOptimizer,
+    StepContext,
+    check_positive,
+)
+from dirgrad_opt.optimizers.line_searches import ArmijoLineSearch
+
+__all__ = [
+    "ForwardGradient",
+    "RandomDirectionLineSearch",
+    "ZerothOrder",
+    "estimator_diagnostics",
+    "forward_gradient_estimate",
+]
+
+#: Ways :class:`ForwardGradient` and :class:`RandomDirectionLineSearch` take ``∇L·v``.
+DERIVATIVE_METHODS = ("forward", "central_difference", "forward_difference", "reverse")
+#: Direction distributions of :class:`ForwardGradient` and :class:`RandomDirectionLineSearch`.
+DISTRIBUTIONS = ("gaussian", "rademacher", "unit_sphere")
+#: Perturbation distributions of :class:`ZerothOrder` (independent per leaf, ``E[z zᵀ] = I``).
+PERTURBATIONS = ("gaussian", "rademacher")
+
+_CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def forward_gradient_estimate(
+    derivatives: tf.Tensor, directions_: Sequence[tf.Tensor], second_moment: float
+) -> list[tf.Tensor]:
+    """The forward-gradient estimate ``g̃ = (1/(K s)) Σ_k (∇L·v_k) v_k``.
+
+    Unbiased, ``E[g̃] = ∇L``, whenever ``E[v vᵀ] = s·I`` (``s`` from
+    :func:`dirgrad_opt.directions.second_moment`).
+
+    Args:
+      derivatives: ``[K]`` tensor of directional derivatives ``∇L·v_k``.
+      directions_: list of leaves, leaf i of shape ``[K, *shape_i]``.
+      second_moment: ``s``.
+
+    Returns:
+      The estimate, one tensor per leaf (shapes without the K axis).
+
+    Reference:
+      A. G. Baydin, B. A. Pearlmutter, D. Syme, F. Wood, P. Torr, "Gradients without
+      Backpropagation", arXiv:2202.08587, 2022.
+    """
+    k = int(derivatives.shape[0])
+    scale = 1.0 / (k * float(second_moment))
+    return [
+        tf.tensordot(tf.cast(derivatives, v.dtype), v, axes=1) * tf.constant(scale, v.dtype)
+        for v in directions_
+    ]
+
+
+def estimator_diagnostics(estimate: Any, gradient: Any) -> dict[str, tf.Tensor]:
+    """Cosine similarity and norm ratio of a gradient estimate against the true gradient.
+
+    ``cosine = g̃·g / (‖g̃‖‖g‖)``, ``norm_ratio = ‖g̃‖ / ‖g‖``; both NaN where undefined
+    (a zero norm).
+
+    Args:
+      estimate: the estimate ``g̃`` (a tree like the variables).
+      gradient: the true gradient ``g`` (same structure).
+
+    Returns:
+      ``{"cosine": scalar, "norm_ratio": scalar}`` (float32 or the leaves' dtype).
+    """
+    est_norm = tree.norm(estimate)
+    grad_norm = tf.cast(tree.norm(gradient), est_norm.dtype)
+    inner = tf.cast(tree.dot(estimate, gradient), est_norm.dtype)
+    nan = tf.constant(float("nan"), est_norm.dtype)
+    both = (est_norm > 0) & (grad_norm > 0)
+    cosine = tf.where(both, inner / tf.where(both, est_norm * grad_norm, 1.0), nan)
+    ratio = tf.where(grad_norm > 0, est_norm / tf.where(grad_norm > 0, grad_norm, 1.0), nan)
+    return {"cosine": cosine, "norm_ratio": ratio}
+
+
+def two_point_coefficient(plus: tf.Tensor, minus: tf.Tensor, eps: float) -> tf.Tensor:
+    """SPSA's projected gradient ``(L(w+εz) − L(w−εz)) / 2ε ≈ ∇L·z`` (error O(ε²))."""
+    return (plus - minus) / tf.constant(2.0 * eps, plus.dtype)
+
+
+def one_sided_coefficient(plus: tf.Tensor, base: tf.Tensor, eps: float) -> tf.Tensor:
+    """The one-sided projected gradient ``(L(w+εz) − L(w)) / ε ≈ ∇L·z`` (error O(ε))."""
+    return (plus - base) / tf.constant(eps, plus.dtype)
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _step_seed(optimizer: keras.optimizers.Optimizer, seed: int) -> tf.Tensor:
+    """This step's RNG seed: ``make_seed(seed, iterations)``."""
+    return directions.make_seed(seed, tf.cast(tree._value(optimizer.iterations), tf.int64))
+
+
+def _check_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return seed
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str], hint: str = "") -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}{hint}")
+    return value
+
+
+def _check_fd_step(fd_step: Any) -> float | None:
+    return None if fd_step is None else check_positive("fd_step", fd_step)
+
+
+def _reject(owner: str, kwargs: dict[str, Any], names: Sequence[str], why: str) -> None:
+    for name in names:
+        if kwargs.get(name) is not None:
+            raise ValueError(f"{owner} does not support `{name}`: {why}")
+        kwargs.pop(name, None)
+
+
+def _variable(v: Any) -> tf.Variable:
+    """The ``tf.Variable`` behind a Keras variable (whose ``assign_add`` is ``assign(v + x)``)."""
+    return directional._primal(v)
+
+
+def _assign(v: Any, value: tf.Tensor, add: bool = False) -> list[Any]:
+    """``v ← value`` (or ``v += value`` in place) on the ``tf.Variable``; returns what to wait on.
+
+    Waiting on the assignment, not just on ``value``, keeps one leaf of temporaries alive at a
+    time in graph mode (eager mode runs in order anyway and returns ``[]``).
+    """
+    var = _variable(v)
+    op = (var.assign_add if add else var.assign)(value, read_value=False)
+    return [] if tf.executing_eagerly() or op is None else [op]
+
+
+def _report_diagnostics(ctx: StepContext, estimate: Sequence[tf.Tensor]) -> None:
+    """Computes ``∇L`` at the current point (counted) and stores cosine / norm ratio."""
+    _, grads = ctx.loss_and_gradient()
+    ctx.metrics.update(estimator_diagnostics(list(estimate), grads))
+
+
+# ----------------------------------------------------------------------------- ForwardGradient
+
+
+@keras.saving.register_keras_serializable(package="dirgrad_opt")
+class ForwardGradient(DirectionalOptimizer):
+    """Forward-gradient descent: an unbiased gradient estimate from K directional derivatives.
+
+    Each step draws K directions ``v_k`` (seeded by the step number), measures ``∇L(w)·v_k``
+    and moves along the estimate
+
+        g̃ = (1/K) Σ_k (∇L(w)·v_k) v_k / s,      E[g̃] = ∇L(w),
+        w ← w − η g̃                               (or: inner.apply(g̃))
+
+    where ``s = E[v_j²]`` (1 for Gaussian/Rademacher, 1/n for unit-sphere and orthogonal
+    directions, n = number of weights). With ``inner=keras.optimizers.Adam(...)`` the estimate is
+    handed to that optimizer as its gradient (forward-gradient Adam) and the step is whatever it
+    applies; ``learning_rate`` is then the inner optimizer's.
+
+    The reported ``slope = ∇L·d`` of the direction ``d = −g̃`` is exact (up to the accuracy of the
+    derivatives): ``−(1/(K s)) Σ_k (∇L·v_k)²``. With ``inner`` it is the estimate ``g̃·d``.
+
+    Cost per step (forward passes, backward passes, JVPs), by ``method``:
+
+    * ``"forward"`` (default): K, 0, K — one forward-mode pass per direction; no activations
+      are kept for a backward pass. On TF 2.21 a JVP costs about one gradient in time.
+    * ``"central_difference"``: 1 + 2K, 0, 0. ``"forward_difference"``: 1 + K, 0, 0.
+    * ``"reverse"``: 1, 1, 0 (one gradient, then dot products — a reference, not the point).
+    * ``diagnostics=True`` adds 1, 1, 0.
+
+    Memory: the K directions are drawn together (K times the weights' size) and forward mode
+    keeps no activations for a backward pass; the estimate ``g̃`` is one more weights-sized
+    tensor. Nothing of model size persists between steps (without ``inner``).
+
+    Args:
+      learning_rate: step η, float > 0 or a Keras ``LearningRateSchedule`` (default 1e-3 when
+        ``inner`` is None). The estimate's variance grows with n (``E‖g̃‖² ≈ (n+2)/K ‖∇L‖²`` for
+        Gaussian directions), so η must be about K/n times an SGD learning rate.
+      num_directions: K ≥ 1, directions averaged per step (default 1).
+      distribution: ``"gaussian"`` (default), ``"rademacher"`` or ``"unit_sphere"``.
+      orthogonal: draw the K directions as a random orthonormal frame (K ≤ n; Gaussian-based,
+        so ``distribution`` must be ``"gaussian"`` or ``"unit_sphere"``). With K = n the
+        estimate is the exact gradient.
+      method: how ``∇L·v`` is computed: ``"forward"`` (default), ``"central_difference"``,
+        ``"forward_difference"`` or ``"reverse"``.
+      fd_step: finite-difference step h; default per direction from
+        :func:`dirgrad_opt.directional.default_fd_step`.
+      inner: a Keras optimizer instance (or its serialized dict) that consumes ``g̃``.
+      seed: int seed of the direction stream (default 0).
+      diagnostics: report ``cosine`` and ``norm_ratio`` against the true gradient (costs a
+        gradient; default False).
+      weight_decay, clipnorm, clipvalue, global_clipnorm, name: see
+        :class:`~dirgrad_opt.optimizers.base.DirectionalOptimizer`: decoupled decay
+        ``−λ·w`` per step whatever the step size (also with ``inner``); clipping applies to the
+        step direction ``d``.
+
+    Example:
+      >>> w = tf.Variable([3.0, -2.0])
+      >>> opt = ForwardGradient(learning_rate=0.05, seed=1)
+      >>> for _ in range(300):
+      ...     info = opt.minimize(lambda: tf.reduce_sum(w**2), [w])
+      >>> float(tf.norm(w)) < 1e-3, int(info["backward_passes"])
+      (True, 0)
+
+    Warning:
+      Forward mode through Conv2D → MaxPool under XLA (``jit_compile=True``) is wrong on TF 2.21:
+      ``method="forward"`` raises :class:`dirgrad_opt.directional.UnsafeDerivativeError` there;
+      use finite differences or run without XLA.
+
+    Reference:
+      A. G. Baydin, B. A. Pearlmutter, D. Syme, F. Wood, P. Torr, "Gradients without
+      Backpropagation", arXiv:2202.08587, 2022.
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = None,
+        num_directions: int = 1,
+        distribution: str = "gaussian",
+        orthogonal: bool = False,
+        method: str = "forward",
+        fd_step: float | None = None,
+        inner: keras.optimizers.Optimizer | dict | None = None,
+        seed: int = 0,
+        diagnostics: bool = False,
+        name: str | None = None,
+        **kwargs: Any,
+    ):
+        if kwargs.pop("direction", None) is not None:
+            raise ValueError(
+                "ForwardGradient takes `inner=` (the Keras optimizer that consumes the "
+                "forward-gradient estimate), not `direction=`"
+            )
+        if isinstance(inner, dict):  # a copy: Keras's deserialize edits the dict it is given
+            inner = keras.optimizers.deserialize(copy.deepcopy(inner))
+        if inner is not None and not isinstance(inner, keras.optimizers.Optimizer):
+            raise ValueError(
+                "inner must be a Keras optimizer instance such as keras.optimizers.Adam(1e-3) "
+                f"(or its serialized dict), got {inner!r}"
+            )
+        if inner is not None:
+            if learning_rate is not None:
+                raise ValueError(
+                    "ForwardGradient: with `inner` set, the step is the inner optimizer's; set "
+                    "the learning rate on it (e.g. inner=keras.optimizers.Adam(1e-3)) and leave "
+                    "learning_rate unset"
+                )
+        super().__init__(
+            learning_rate=1e-3 if learning_rate is None else learning_rate,
+            direction=inner,
+            name=name,
+            **kwargs,
+        )
+        self.num_directions = _check_int("num_directions", num_directions)
+        self.distribution = _check_choice("distribution", distribution, DISTRIBUTIONS)
+        self.orthogonal = bool(orthogonal)
+        if self.orthogonal and distribution == "rademacher":
+            raise ValueError(
+                "orthogonal=True draws a Gaussian-based orthonormal frame; use "
+                "distribution='gaussian' (or 'unit_sphere') with it, not 'rademacher'"
+            )
+        self.method = _check_choice(
+            "method", method, DERIVATIVE_METHODS, " ('auto' would pick reverse mode)"
+        )
+        self.fd_step = _check_fd_step(fd_step)
+        self.seed = _check_seed(seed)
+        self.diagnostics = bool(diagnostics)
+
+    @property
+    def inner(self) -> keras.optimizers.Optimizer | None:
+        """The Keras optimizer that consumes ``g̃`` (``None``: plain SGD with ``learning_rate``)."""
+        return self.direction_optimizer
+
+    def sample_directions(self, variables: Sequence[Any], seed: tf.Tensor) -> tuple[Any, float]:
+        """This step's K directions (leaves ``[K, *shape]``) and their second moment ``s``."""
+        name = "orthogonal" if self.orthogonal else self.distribution
+        dirs = directions.sample(name, list(variables), seed, self.num_directions)
+        return dirs, directions.second_moment(name, list(variables))
+
+    def compute_direction(self, ctx: StepContext) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+        """``(loss, d, slope)`` with ``d = −g̃`` (or the inner optimizer's update for ``g̃``)."""
+        dirs, s = self.sample_directions(ctx.variables, _step_seed(self, self.seed))
+        loss, derivatives = ctx.directional_derivatives(dirs, self.method, step=self.fd_step)
+        estimate = forward_gradient_estimate(derivatives, dirs, s)
+        if self.diagnostics:
+            _report_diagnostics(ctx, estimate)
+        if self.inner is None:
+            k = float(self.num_directions)
+            slope = -tf.reduce_sum(tf.square(derivatives)) / tf.constant(k * s, loss.dtype)
+            return loss, [-g for g in estimate], slope
+        d = self._inner_direction(ctx, estimate)
+        return loss, d, tf.cast(tree.dot(estimate, d), loss.dtype)
+
+    def compute_step_size(
+        self, ctx: StepContext, loss: tf.Tensor, direction: list[tf.Tensor], slope: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """``η`` (scheduled), or 1 with ``inner`` (the inner update is the whole step)."""
+        if self.inner is not None:
+            return tf.ones([], loss.dtype), tf.constant(True)
+        return super().compute_step_size(ctx, loss, direction, slope)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("direction", None)
+        if self.inner is not None:
+            config.pop("learning_rate", None)
+        config.update(
+            num_directions=self.num_directions,
+            distribution=self.distribution,
+            orthogonal=self.orthogonal,
+            method=self.method,
+            fd_step=self.fd_step,
+            inner=keras.optimizers.serialize(self.inner) if self.inner is not None else None,
+            seed=self.seed,
+            diagnostics=self.diagnostics,
+        )
+        return config
+
+
+# ----------------------------------------------------------------------------- ZerothOrder
+
+
+@keras.saving.register_keras_serializable(package="dirgrad_opt")
+class ZerothOrder(DirectionalOptimizer):
+    """Zeroth-order SGD (SPSA / MeZO): a gradient estimate from two loss values per direction.
+
+    Each step draws K perturbations ``z_k`` (seeded by the step number; regenerated, never
+    stored) and evaluates
+
+        c_k = (L(w + ε z_k) − L(w − ε z_k)) / (2ε)        ≈ ∇L(w)·z_k
+        c_k = (L(w + ε z_k) − L(w)) / ε                    (one_sided=True)
+        w  ← w − η · (1/K) Σ_k c_k z_k − λ w           (λ = weight_decay, default none)
+
+    The reported ``loss`` is the mean of ``(L(w+εz_k) + L(w−εz_k))/2`` (= L(w) + O(ε²);
+    exactly L(w) when one-sided); ``slope = −(1/K) Σ_k c_k²`` estimates ``∇L·d`` for the step
+    direction ``d = −g̃``.
+
+    Cost per step: 2K forward passes (K + 1 one-sided), 0 backward passes, 0 JVPs
+    (``diagnostics=True`` adds 1 forward + 1 backward pass). Besides the passes, ``z`` is
+    generated 2K times per step in the exact mode (perturb, update) and 4K times in place
+    (3K one-sided). On CPU, TF's Gaussian sampler is slow: drawing z for the benchmark MLP
+    784-512-512-10 takes ~2.5 forward passes at batch 256 (as long as a forward pass over ~600
+    examples), so at small batches the sampling, not the passes, dominates the step's time;
+    ``distribution="rademacher"`` samples 2–3× faster (``docs/bench_optimizers.md``).
+
+    **Restoring the weights.** By default (``in_place=False``) the step keeps the start point
+    ``w`` (the base class's snapshot) and sets the variables to ``w + εz``, then
+    ``2w − (w + εz)`` (= ``w − εz``, no second draw of z), and finally to ``w − η g̃`` computed
+    from the kept ``w`` (or to ``w`` itself when η = 0): the weights are restored
+    **bit-exactly** (tested: 10 000 steps with η = 0 change no bit). Memory: one extra copy of
+    the weights (the variables hold ``w ± εz`` while the snapshot holds ``w``) plus one leaf of
+    ``z`` at a time (leaves are processed one after another); no activations are kept for a
+    backward pass. So it undercuts backprop only where backprop's stored activations outweigh
+    that copy: on the benchmark MLP 784-512-512-10 it is below backprop SGD from batch ~1000
+    on (6.8 vs 9.5 MB at batch 1024, 19 vs 26 MB at 4096) but above it at batch 256 (4.3–5.5
+    vs 3.0–4.5 MB).
+
+    ``in_place=True`` is MeZO's variant: ``w += εz``, ``w −= 2εz``, ``w += εz``, then
+    ``w −= η g̃``, regenerating ``z`` each time. Inside ``tf.function`` it holds no copy of the
+    weights: the step's memory is that of inference plus one leaf of ``z`` (TF's sampler needs
+    about twice the leaf's size) — below backprop SGD on the benchmark MLP from batch 256 on
+    (2.0–3.1 vs 3.0–4.5 MB at batch 256; at 4096 equal to the forward pass alone, 16 vs 26 MB).
+    The price: ``w + εz − 2εz + εz`` is not ``w`` in floating point, so the weights drift by
+    rounding. Measured (float32 MLP 40-64-10, 3 274 weights of rms 0.2, η = 0, 10 000 steps,
+    ``scripts/bench_optimizers.py --parts=drift``): 99.5 % of the weights moved, by 7.5e-7 on
+    average and 1.1e-5 at most (≤ 1e-4 relative) for ε = 1e-3 or 1e-2 — a random walk of
+    rounding errors (growing like √steps), far below the noise of the estimate itself. In eager
+    mode the base class's snapshot still pins one copy of the weights.
+
+    Under XLA (``jit_compile=True``) the step compiles, but TF 2.21's stateless sampler is
+    slow there on CPU (and draws other numbers than without XLA): prefer graph mode.
+
+    Args:
+      learning_rate: step η, float > 0 or a Keras ``LearningRateSchedule`` (default 1e-3).
+        As for the forward gradient, η must be about K/n times an SGD learning rate.
+      eps: perturbation scale ε > 0 (default 1e-3, MeZO's).
+      num_directions: K ≥ 1, perturbations averaged per step (default 1).
+      one_sided: use ``L(w)`` and ``L(w + εz)`` (K + 1 evaluations) instead of ``w ± εz``.
+      distribution: ``"gaussian"`` (default, SPSA/MeZO's z ~ N(0, I)) or ``"rademacher"``
+        (Spall's ±1 perturbations).
+      in_place: MeZO's in-place perturbations (see above; default False: exact restore).
+      seed: int seed of the perturbation stream (default 0).
+      diagnostics: report ``cosine`` and ``norm_ratio`` against the true gradient.
+      weight_decay: decoupled decay λ ≥ 0, ``−λ·w`` per step whatever η (the base class's
+        convention).
+      name: optimizer name. Clipping and ``direction`` are not supported (the estimate is never
+        materialised).
+
+    References:
+      J. C. Spall, "Multivariate stochastic approximation using a simultaneous perturbation
+      gradient approximation", IEEE Transactions on Automatic Control 37(3), 1992.
+      S. Malladi, T. Gao, E. Nichani, A. Damian, J. D. Lee, D. Chen, S. Arora, "Fine-Tuning
+      Language Models with Just Forward Passes" (MeZO), NeurIPS 2023.
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 1e-3,
+        eps: float = 1e-3,
+        num_directions: int = 1,
+        one_sided: bool = False,
+        distribution: str = "gaussian",
+        in_place: bool = False,
+        seed: int = 0,
+        diagnostics: bool = False,
+        name: str | None = None,
+        **kwargs: Any,
+    ):
+        _reject(
+            "ZerothOrder",
+            kwargs,
+            ("direction", *_CLIPPING),
+            "the gradient estimate is never materialised (z is regenerated leaf by leaf); "
+            "lower learning_rate or eps instead",
+        )
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.eps = check_positive("eps", eps)
+        self.num_directions = _check_int("num_directions", num_directions)
+        self.one_sided = bool(one_sided)
+        self.distribution = _check_choice("distribution", distribution, PERTURBATIONS)
+        self.in_place = bool(in_place)
+        self.seed = _check_seed(seed)
+        self.diagnostics = bool(diagnostics)
+
+    # -- perturbations, regenerated leaf by leaf from (seed_k, leaf index) ------------------
+    def perturbation(self, variables: Sequence[Any], seed: tf.Tensor, index: int) -> tf.Tensor:
+        """Leaf ``index`` of the perturbation ``z`` for the per-sample ``seed``.
+
+        Drawn from ``make_seed(seed, index)`` so that one leaf can be regenerated alone.
+        """
+        spec = tf.TensorSpec(variables[index].shape, tf.as_dtype(variables[index].dtype))
+        return directions.sample(self.distribution, [spec], directions.make_seed(seed, index))[0]
+
+    def _perturb(self, ctx: StepContext, seed: tf.Tensor, scale: float, after: list[Any]) -> list:
+        """Exact mode ``w ← w0 + scale·z``; in-place mode ``w ← w + scale·z``; leaf by leaf."""
+        for i, v in enumerate(ctx.variables):
+            with tf.control_dependencies(after):  # one leaf of z alive at a time
+                z = self.perturbation(ctx.variables, seed, i)
+                if self.in_place:
+                    after = _assign(v, tf.constant(scale, z.dtype) * z, add=True)
+                else:
+                    after = _assign(v, ctx.start[i] + tf.constant(scale, z.dtype) * z)
+        return after
+
+    def _mirror(self, ctx: StepContext, after: list[Any]) -> list:
+        """Exact mode: ``w ← 2 w0 − w`` moves ``w0 + δ`` to ``w0 − δ`` without regenerating z."""
+        for v, w0 in zip(ctx.variables, ctx.start, strict=True):
+            with tf.control_dependencies(after):
+                after = _assign(v, 2.0 * w0 - tree._value(v))
+        return after
+
+    def _estimate_leaf(
+        self, ctx: StepContext, index: int, seeds: list[tf.Tensor], coefs: list[tf.Tensor]
+    ) -> tf.Tensor:
+        """Leaf ``index`` of ``g̃ = (1/K) Σ_k c_k z_k``, with the z_k regenerated."""
+        dtype = tf.as_dtype(ctx.variables[index].dtype)
+        terms = [
+            tf.cast(c, dtype) * self.perturbation(ctx.variables, s, index)
+            for s, c in zip(seeds, coefs, strict=True)
+        ]
+        return tf.add_n(terms) / tf.constant(len(terms), dtype)
+
+    # -- the step ----------------------------------------------------------------------------
+    def step(self, ctx: StepContext) -> dict[str, tf.Tensor]:
+        """Perturb, evaluate, update; see the class docstring."""
+        seed = _step_seed(self, self.seed)
+        seeds = [directions.make_seed(seed, k) for k in range(self.num_directions)]
+        base = ctx.loss() if self.one_sided else None
+        after: list[Any] = [] if base is None else [base]
+        coefs, centres, finite = [], [], []
+        for s in seeds:
+            self._perturb(ctx, s, self.eps, after)
+            plus = ctx.loss()
+            if self.one_sided:
+                if self.in_place:
+                    self._perturb(ctx, s, -self.eps, [plus])  # back to w (up to rounding)
+                coefs.append(one_sided_coefficient(plus, base, self.eps))
+                finite.append(tf.math.is_finite(plus))
+                after = [plus]
+                continue
+            if self.in_place:
+                self._perturb(ctx, s, -2.0 * self.eps, [plus])
+            else:
+                self._mirror(ctx, [plus])
+            minus = ctx.loss()
+            if self.in_place:
+                self._perturb(ctx, s, self.eps, [minus])
+            coefs.append(two_point_coefficient(plus, minus, self.eps))
+            centres.append(0.5 * (plus + minus))
+            finite.append(tf.math.is_finite(plus) & tf.math.is_finite(minus))
+            after = [minus]
+        loss = base if self.one_sided else tf.add_n(centres) / float(len(centres))
+        slope = -tf.reduce_mean(tf.square(tf.stack(coefs)))
+        lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
+        ok = tf.reduce_all(tf.stack(finite)) & tf.math.is_finite(lr)
+
+        estimate = None
+        if self.diagnostics:  # materialises g̃ (a copy of w): diagnostics are not memory-lean
+            if not self.in_place:
+                with tf.control_dependencies(after):
+                    ctx.restore()
+            estimate = [
+                self._estimate_leaf(ctx, i, seeds, coefs) for i in range(len(ctx.variables))
+            ]
+            _report_diagnostics(ctx, estimate)
+
+        move = ok & tf.not_equal(lr, 0.0)
+        rate = tf.where(move, lr, tf.zeros_like(lr))  # scalars: no full-size masks below
+        safe = [tf.where(ok, c, tf.zeros_like(c)) for c in coefs]  # a NaN never reaches w
+        for i, v in enumerate(ctx.variables):
+            decays = bool(self.weight_decay) and self._use_weight_decay(v)
+            changes = ok if decays else move
+
+            def update(i: int = i, v: Any = v, decays: bool = decays) -> tf.Tensor:
+                g = self._estimate_leaf(ctx, i, seeds, safe) if estimate is None else estimate[i]
+                w = tree._value(v) if self.in_place else ctx.start[i]
+                delta = -tf.cast(rate, g.dtype) * g
+                if decays:
+                    delta = delta - tf.constant(self.weight_decay, g.dtype) * w
+                if self.in_place:
+                    with tf.control_dependencies(_assign(v, delta, add=True)):
+                        return tf.zeros([], tf.bool)
+                return w + delta
+
+            with tf.control_dependencies(after):
+                if self.in_place:  # η = 0 and no decay: nothing is generated nor written
+                    after = [tf.cond(changes, update, lambda: tf.zeros([], tf.bool))]
+                else:  # w0 itself when nothing changes: bit-identical, even a −0.0
+                    after = _assign(v, tf.cond(changes, update, lambda i=i: ctx.start[i]))
+        return {
+            "loss": loss,
+            "step_size": tf.where(move, lr, tf.zeros_like(lr)),
+            "accepted": ok,
+            "descent": slope < 0,
+            "slope": slope,
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        for key in ("direction", *_CLIPPING):
+            config.pop(key, None)
+        config.update(
+            eps=self.eps,
+            num_directions=self.num_directions,
+            one_sided=self.one_sided,
+            distribution=self.distribution,
+            in_place=self.in_place,
+            seed=self.seed,
+            diagnostics=self.diagnostics,
+        )
+        return config
+
+
+# ----------------------------------------------------------------------------- line search
+
+
+@keras.saving.register_keras_serializable(package="dirgrad_opt")
+class RandomDirectionLineSearch(ArmijoLineSearch):
+    """Backtracking Armijo line search along a random direction flipped to descent.
+
+    Each step draws one direction ``v`` (seeded by the step number), measures ``∇L(w)·v`` (forward
+    mode or finite differences — no backward pass) and searches along the projection of the
+    negative gradient on the line spanned by ``v``:
+
+        d = −(∇L·v) v / ‖v‖²        (flipped to descent by the sign of ∇L·v;
+                                     slope ∇L·d = −(∇L·v)²/‖v‖² ≤ 0)
+        t = t₀ · shrinkᵏ, first k with L(w + t d) ≤ L(w) + c · t · ∇L·d
+        w ← w + t d,                 t₀ = min(growth · t_prev, max_step)
+
+    Scaling ``d`` by ``|∇L·v|/‖v‖`` makes ``t = 1/(uᵀHu)`` (u = v/‖v‖) the exact minimiser on a
+    quadratic, so the accepted steps stay within the range of the curvatures along random
+    directions — after warm-up the search needs 1–2 trials per step (each step first tries
+    twice the previous step). This is the zeroth/first-order hybrid: randomised
+    coordinate-descent-like steps sized by a line search.
+
+    Cost per step: the derivative (``"forward"``: 1 forward pass + 1 JVP; ``"central_difference"``:
+    3 forward; ``"forward_difference"``: 2 forward; ``"reverse"``: 1 forward + 1 backward),
+    plus 1 forward pass per trial step (reported as ``evaluations``); ``diagnostics=True`` adds
+    1 forward + 1 backward pass.
+
+    Args:
+      distribution: ``"gaussian"`` (default), ``"rademacher"`` or ``"unit_sphere"``.
+      method: how ``∇L·v`` is computed (default ``"forward"``; see :class:`ForwardGradient`).
+      fd_step: finite-difference step h (default: per direction, as in
+        :func:`dirgrad_opt.directional.default_fd_step`).
+      seed: int seed of the direction stream (default 0).
+      diagnostics: report ``cosine`` / ``norm_ratio`` of the forward-gradient estimate
+        ``(∇L·v) v / s`` against the true gradient (``cosine = |cos∠(v, ∇L)|``).
+      c: Armijo constant, 0 < c < 1 (default 0.5: on a quadratic it accepts only steps up to
+        the line's exact minimiser, never overshooting; with c = 0.1, which accepts up to 1.8×
+        it, ``model.fit`` on mini-batches of sklearn digits diverged in our runs).
+      shrink: backtracking factor, 0 < shrink < 1 (default 0.5).
+      initial_step: the first step's trial (default 1).
+      max_step: cap on the trial step (default 1e4: along a random direction the curvature is
+        about the Hessian's mean eigenvalue, often tiny, so good steps can be large).
+      growth: the trial step is ``growth × previous accepted step`` (default 2); passed to
+        :class:`~dirgrad_opt.optimizers.line_searches.ArmijoLineSearch` with
+        ``steps_per_epoch=1`` and ``reset="grow"`` by default.
+      reset, steps_per_epoch, max_evaluations (default 20), weight_decay, name: see
+        :class:`~dirgrad_opt.optimizers.line_searches.ArmijoLineSearch`. Clipping and
+        ``direction`` are not supported (the line search chooses the step).
+
+    References:
+      Y. Nesterov, V. Spokoiny, "Random gradient-free minimization of convex functions",
+      Foundations of Computational Mathematics 17, 2017 (random directions, line searches).
+      L. Armijo (1966); Nocedal & Wright (2006), Algorithm 3.1 (backtracking).
+    """
+
+    def __init__(
+        self,
+        distribution: str = "gaussian",
+        method: str = "forward",
+        fd_step: float | None = None,
+        seed: int = 0,
+        diagnostics: bool = False,
+        c: float = 0.5,
+        shrink: float = 0.5,
+        initial_step: float = 1.0,
+        max_step: float = 1e4,
+        reset: str = "grow",
+        growth: float = 2.0,
+        steps_per_epoch: int = 1,
+        max_evaluations: int = 20,
+        name: str | None = None,
+        **kwargs: Any,
+    ):
+        _reject(
+            "RandomDirectionLineSearch",
+            kwargs,
+            ("direction", *_CLIPPING),
+            "the direction is random and the line search chooses the step",
+        )
+        super().__init__(
+            c=c,
+            shrink=shrink,
+            initial_step=initial_step,
+            max_step=max_step,
+            reset=reset,
+            growth=growth,
+            steps_per_epoch=steps_per_epoch,
+            max_evaluations=max_evaluations,
+            name=name,
+            **kwargs,
+        )
+        self.distribution = _check_choice("distribution", distribution, DISTRIBUTIONS)
+        self.method = _check_choice("method", method, DERIVATIVE_METHODS)
+        self.fd_step = _check_fd_step(fd_step)
+        self.seed = _check_seed(seed)
+        self.diagnostics = bool(diagnostics)
+
+    def compute_direction(self, ctx: StepContext) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+        """``(loss, d, slope)`` with ``d = −(∇L·v) v / ‖v‖²`` for this step's random ``v``."""
+        seed = _step_seed(self, self.seed)
+        batched = directions.sample(self.distribution, list(ctx.variables), seed, 1)
+        loss, derivatives = ctx.directional_derivatives(batched, self.method, step=self.fd_step)
+        v = [leaf[0] for leaf in batched]
+        dv = tf.cast(derivatives[0], loss.dtype)
+        sq_norm = tf.cast(tree.dot(v, v), loss.dtype)
+        if self.diagnostics:
+            s = directions.second_moment(self.distribution, list(ctx.variables))
+            _report_diagnostics(ctx, forward_gradient_estimate(derivatives, batched, s))
+        coef = -dv / sq_norm
+        d = [tf.cast(coef, leaf.dtype) * leaf for leaf in v]
+        return loss, d, -dv * dv / sq_norm
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        for key in ("direction", *_CLIPPING):
+            config.pop(key, None)
+        config.update(
+            distribution=self.distribution,
+            method=self.method,
+            fd_step=self.fd_step,
+            seed=self.seed,
+            diagnostics=self.diagnostics,
+        )
+        return config

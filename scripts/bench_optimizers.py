@@ -1,0 +1,555 @@
+"""Benchmark of the random-direction optimizers against backprop: cost, time, memory, accuracy.
+
+Three parts (``--parts``), all in one process unless noted:
+
+``step``
+    One training step of each optimizer on the same MLP (default 784-512-512-10, relu, batch
+    256, float32, softmax cross-entropy, synthetic data): ``ForwardGradient`` (K = 1, 4, 16,
+    forward mode), ``ZerothOrder`` (exact restore and MeZO in-place), ``RandomDirectionLineSearch``,
+    and — if ``dirgrad_opt.optimizers.guided`` imports — ``ParabolicLineSearch`` and
+    ``DirectionalNewton``, against **backprop SGD** (``keras.optimizers.SGD`` applied to a
+    ``tf.GradientTape`` gradient in a ``tf.function``) and a plain **forward pass** (the loss
+    alone: the unit of cost). Every variant owns a copy of the model (same initial weights) and
+    a ``tf.function`` step, traced and warmed up, then timed **round-robin**: each repetition
+    calls every variant once in a shuffled order, so machine noise hits all alike. Reported:
+    median ms and interquartile range, the paired median ratio to the forward pass and to SGD,
+    the step's cost counters, and memory.
+
+    *Memory* is TensorFlow's own allocator accounting, ``tf.config.experimental.
+    get_memory_info("CPU:0")`` (it works on CPU in TF 2.21): before a step the peak is reset
+    (``reset_memory_stats``) and the bytes in use are read (weights of every variant, optimizer
+    state, the batch); after the step the peak is read. ``step peak`` = peak − in-use before: the
+    transient memory of one step (activations kept for backprop, gradients, perturbations,
+    snapshots, temporaries). It counts the tensors TF's CPU allocator hands out (also XLA's
+    buffers) — not Python objects, not the allocator's slack, and not allocations below about
+    128 KiB, which this counter does not see (measured: a 128 KiB activation leaves it at 0, a
+    256 KiB one shows). ``state`` = bytes of the optimizer's own variables (persistent). TF's
+    executor schedules independent ops differently from call to call, so the peak varies: the
+    range (min–max) over ``--memory_repeats`` steps is reported.
+
+``mnist1d``
+    Test accuracy on MNIST-1D after a fixed budget of **forward-pass equivalents** (FPE), batch
+    100, the residual MLP ``dirgrad_opt.models.mnist1d_mlp``. Convention: a forward pass = 1 FPE,
+    a backward pass = 2 FPE, a JVP = 1 FPE on top of its forward pass. So a backprop step costs
+    3 FPE, a forward-gradient step 2 per direction, a two-point zeroth-order step 2. Each method
+    runs every learning rate of its grid for ``budget // FPE-per-step`` steps; the learning rate
+    is chosen by the final *training* loss (never by test accuracy), and its test accuracy is
+    reported.
+
+``drift``
+    The weights' drift of ``ZerothOrder`` with learning rate 0 after ``--drift_steps`` steps, in
+    the exact mode (must be 0) and MeZO's in-place mode, on an MLP 40-64-10.
+
+    python scripts/bench_optimizers.py [--parts=step,mnist1d,drift] [--repeats=30]
+        [--compile=graph] [--out=FILE]
+
+Prints Markdown (the machine, the command, the tables) to stdout and to ``--out`` if given.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from dirgrad_opt import directions  # noqa: E402
+from dirgrad_opt.optimizers.random_direction import (  # noqa: E402
+    ForwardGradient,
+    RandomDirectionLineSearch,
+    ZerothOrder,
+)
+
+_PARTS = flags.DEFINE_list("parts", ["step", "mnist1d", "drift"], "parts: step, mnist1d, drift")
+_OUT = flags.DEFINE_string("out", None, "also write the Markdown report to this file")
+_SEED = flags.DEFINE_integer("seed", 0, "seed of data, weights, directions and call order")
+_COMPILE = flags.DEFINE_enum("compile", "graph", ["graph", "xla"], "tf.function mode (step part)")
+_REPEATS = flags.DEFINE_integer("repeats", 30, "timed round-robin repetitions (step part)")
+_MEMORY_REPEATS = flags.DEFINE_integer("memory_repeats", 3, "steps measured for memory")
+_BATCH = flags.DEFINE_integer("batch_size", 256, "batch size of the step part (# examples)")
+_WIDTHS = flags.DEFINE_list("widths", ["512", "512"], "hidden widths of the step-part MLP")
+_BUDGET = flags.DEFINE_integer("budget_fpe", 30_000, "MNIST-1D budget in forward-pass equivalents")
+_WIDTH_1D = flags.DEFINE_integer("mnist1d_width", 256, "width of the MNIST-1D residual MLP")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir for mnist1d (default: a tmp dir)")
+_DRIFT_STEPS = flags.DEFINE_integer("drift_steps", 10_000, "steps of the drift part")
+_MEMORY_BATCHES = flags.DEFINE_list(
+    "memory_batches", ["64", "256", "1024", "4096"], "batch sizes of the memory-scaling table"
+)
+
+FORWARD_PASS = "forward pass (loss only)"
+GENERATE_Z = "generate z (all weights, Gaussian)"
+SGD = "backprop SGD"
+ZO_EXACT = "ZerothOrder (exact)"
+ZO_IN_PLACE = "ZerothOrder (in place)"
+MEMORY_VARIANTS = (FORWARD_PASS, SGD, "ForwardGradient K=1", ZO_EXACT, ZO_IN_PLACE)
+MB = 2.0**20
+
+
+def fpe(forward: int, backward: int, jvps: int) -> int:
+    """Forward-pass equivalents: forward 1, backward 2, JVP 1 extra (see module docstring)."""
+    return forward + 2 * backward + jvps
+
+
+# ----------------------------------------------------------------------------- part 1: step
+
+
+@dataclass
+class Variant:
+    """One timed step function, its optimizer and its measurements."""
+
+    name: str
+    step: Callable[[], Any]
+    optimizer: Any = None
+    costs: tuple[int, int, int] | None = None
+    times: list[float] = field(default_factory=list)
+    peaks: list[int] = field(default_factory=list)
+    note: str = ""
+
+
+def _mlp(seed: int, widths: list[int]) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((784,))]
+    layers += [keras.layers.Dense(w, activation="relu") for w in widths]
+    layers += [keras.layers.Dense(10)]
+    return keras.Sequential(layers)
+
+
+def _loss_closure(model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> Callable[[], tf.Tensor]:
+    def loss_fn() -> tf.Tensor:
+        logits = model(x, training=False)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+
+    return loss_fn
+
+
+def _optimizer_variants() -> list[tuple[str, Callable[[], Any] | None, str]]:
+    out: list[tuple[str, Callable[[], Any] | None, str]] = [
+        ("ForwardGradient K=1", lambda: ForwardGradient(1e-4, num_directions=1), ""),
+        ("ForwardGradient K=4", lambda: ForwardGradient(1e-4, num_directions=4), ""),
+        ("ForwardGradient K=16", lambda: ForwardGradient(1e-4, num_directions=16), ""),
+        (ZO_EXACT, lambda: ZerothOrder(1e-4), "Gaussian z (default)"),
+        (ZO_IN_PLACE, lambda: ZerothOrder(1e-4, in_place=True), "Gaussian z"),
+        (
+            "ZerothOrder (exact, Rademacher)",
+            lambda: ZerothOrder(1e-4, distribution="rademacher"),
+            "±1 z: cheaper to generate",
+        ),
+        ("RandomDirectionLineSearch", lambda: RandomDirectionLineSearch(), ""),
+    ]
+    try:
+        from dirgrad_opt.optimizers import guided
+    except ImportError as err:  # pragma: no cover - depends on the tree
+        out.append(("ParabolicLineSearch / DirectionalNewton", None, f"not importable: {err}"))
+        return out
+    for name in ("ParabolicLineSearch", "DirectionalNewton"):
+        cls = getattr(guided, name, None)
+        if cls is None:
+            out.append((name, None, "not in dirgrad_opt.optimizers.guided"))
+        else:
+            out.append((f"{name} (defaults)", cls, ""))
+    return out
+
+
+def build_step_variants(
+    seed: int, jit: bool, batch: int, only: tuple[str, ...] | None = None
+) -> tuple[list[Variant], int]:
+    """The step variants on the benchmark MLP at ``batch`` (all, or those named in ``only``)."""
+    widths = [int(w) for w in _WIDTHS.value]
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal((batch, 784)), tf.float32)
+    y = tf.constant(rng.integers(0, 10, batch), tf.int32)
+    variants = []
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
+    model = _mlp(seed, widths)
+    num_weights = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    if wanted(FORWARD_PASS):
+        forward = tf.function(_loss_closure(model, x, y), jit_compile=jit)
+        variants.append(Variant(FORWARD_PASS, lambda f=forward: {"loss": f()}, costs=(1, 0, 0)))
+    if wanted(GENERATE_Z):
+        variables = model.trainable_variables
+        counter = tf.Variable(0, dtype=tf.int64)  # a constant seed would be constant-folded
+
+        @tf.function(jit_compile=jit)
+        def generate(variables=variables, counter=counter) -> dict[str, tf.Tensor]:
+            z = directions.gaussian(variables, directions.make_seed(seed, counter))
+            counter.assign_add(1)
+            return {"sum": tf.add_n([tf.reduce_sum(leaf) for leaf in z])}
+
+        variants.append(Variant(GENERATE_Z, generate, costs=(0, 0, 0)))
+
+    if wanted(SGD):
+        model = _mlp(seed, widths)
+        sgd = keras.optimizers.SGD(1e-4)
+        sgd.build(model.trainable_variables)
+        loss_fn = _loss_closure(model, x, y)
+
+        @tf.function(jit_compile=jit)
+        def sgd_step(model=model, loss_fn=loss_fn, sgd=sgd) -> dict[str, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                loss = loss_fn()
+            grads = tape.gradient(loss, model.trainable_variables)
+            sgd.apply(grads, model.trainable_variables)
+            return {"loss": loss}
+
+        variants.append(Variant(SGD, sgd_step, optimizer=sgd, costs=(1, 1, 0)))
+
+    for name, make, note in _optimizer_variants():
+        if not wanted(name):
+            continue
+        if make is None:
+            variants.append(Variant(name, None, note=note))
+            continue
+        model = _mlp(seed, widths)
+        opt = make()
+        opt.build(model.trainable_variables)
+        loss_fn = _loss_closure(model, x, y)
+        step = tf.function(
+            lambda opt=opt, loss_fn=loss_fn, model=model: opt.minimize(
+                loss_fn, model.trainable_variables
+            ),
+            jit_compile=jit,
+        )
+        variants.append(Variant(name, step, optimizer=opt, note=note))
+    return variants, num_weights
+
+
+def _sync(out: Any) -> Any:
+    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+
+
+def _measure_memory(variant: Variant, repeats: int) -> None:
+    for _ in range(repeats):
+        gc.collect()
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        _sync(variant.step())
+        peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+        variant.peaks.append(peak - before)
+
+
+def run_step_part(seed: int, jit: bool, repeats: int) -> tuple[list[Variant], int]:
+    variants, num_weights = build_step_variants(seed, jit, _BATCH.value)
+    live = [v for v in variants if v.step is not None]
+    for v in live:  # trace, compile and warm up
+        for _ in range(3):
+            info = _sync(v.step())
+        if v.costs is None:
+            v.costs = (
+                int(info["forward_passes"]),
+                int(info["backward_passes"]),
+                int(info["jvps"]),
+            )
+            if "evaluations" in info:
+                v.note = f"{int(info['evaluations'])} trial step(s) in the measured step"
+    for v in live:
+        _measure_memory(v, _MEMORY_REPEATS.value)
+    order = random.Random(seed)
+    for r in range(repeats):
+        batch = live[:]
+        order.shuffle(batch)
+        for v in batch:
+            start = time.perf_counter()
+            _sync(v.step())
+            v.times.append(time.perf_counter() - start)
+        if (r + 1) % 10 == 0:
+            print(f"  step part: {r + 1}/{repeats} repetitions", file=sys.stderr)
+    return variants, num_weights
+
+
+def memory_scaling_table(seed: int, jit: bool, batches: list[int]) -> str:
+    """Step peak (MB) of a few variants at several batch sizes (memory only, no timing)."""
+    header = "| step | " + " | ".join(f"batch {b}" for b in batches) + " |"
+    rows = {name: [] for name in MEMORY_VARIANTS}
+    for batch in batches:
+        variants, _ = build_step_variants(seed, jit, batch, only=MEMORY_VARIANTS)
+        for v in variants:
+            for _ in range(2):
+                _sync(v.step())
+            _measure_memory(v, _MEMORY_REPEATS.value)
+            rows[v.name].append(_peak_range(v.peaks))
+        del variants
+        gc.collect()
+    lines = [header, "|---|" + "---|" * len(batches)]
+    for name in MEMORY_VARIANTS:
+        lines.append(f"| {name} | " + " | ".join(rows[name]) + " |")
+    return "\n".join(lines)
+
+
+def _peak_range(peaks: list[int]) -> str:
+    """``min–max`` of the step peaks in MB (the schedule of TF's executor varies per call)."""
+    low, high = min(peaks) / MB, max(peaks) / MB
+    return f"{high:.2f}" if abs(high - low) < 0.005 else f"{low:.2f}–{high:.2f}"
+
+
+def _state_bytes(opt: Any) -> int:
+    if opt is None:
+        return 0
+    return int(sum(np.prod(v.shape) * tf.as_dtype(v.dtype).size for v in opt.variables))
+
+
+def step_table(variants: list[Variant], num_weights: int) -> str:
+    by_name = {v.name: v for v in variants}
+    fwd, sgd = by_name[FORWARD_PASS], by_name[SGD]
+    lines = [
+        "| step | fwd | bwd | JVP | FPE | median ms | IQR ms | × forward pass | × SGD "
+        "| step peak MB | state MB | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        if v.step is None:
+            lines.append(f"| {v.name} | | | | | | | | | | | {v.note} |")
+            continue
+        t = np.array(v.times) * 1e3
+        q1, med, q3 = np.percentile(t, [25, 50, 75])
+        ratio_f = np.median(np.array(v.times) / np.array(fwd.times))
+        ratio_s = np.median(np.array(v.times) / np.array(sgd.times))
+        f, b, j = v.costs
+        lines.append(
+            f"| {v.name} | {f} | {b} | {j} | {fpe(f, b, j)} | {med:.2f} | {q1:.2f}–{q3:.2f} "
+            f"| {ratio_f:.2f} | {ratio_s:.2f} | {_peak_range(v.peaks)} "
+            f"| {_state_bytes(v.optimizer) / MB:.3f} | {v.note} |"
+        )
+    weights_mb = num_weights * 4 / MB
+    lines.append("")
+    lines.append(
+        f"Model: {num_weights:,} weights = {weights_mb:.2f} MB (float32); one activation of "
+        f"width 512 at batch {_BATCH.value} = {_BATCH.value * 512 * 4 / MB:.2f} MB."
+    )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- part 2: mnist1d
+
+
+def _mnist1d_methods() -> list[tuple[str, int, list[float], Callable[[float], Any]]]:
+    """(name, FPE per step, learning-rate grid, factory)."""
+    return [
+        ("SGD (backprop)", 3, [0.1, 0.3, 0.6], lambda lr: keras.optimizers.SGD(lr)),
+        ("Adam (backprop)", 3, [1e-3, 3e-3, 1e-2], lambda lr: keras.optimizers.Adam(lr)),
+        ("ForwardGradient K=1", 2, [1e-4, 2e-4, 5e-4], lambda lr: ForwardGradient(lr)),
+        (
+            "ForwardGradient K=1 + Adam",
+            2,
+            [1e-4, 3e-4, 1e-3],
+            lambda lr: ForwardGradient(inner=keras.optimizers.Adam(lr)),
+        ),
+        ("ZerothOrder K=1", 2, [1e-4, 2e-4, 5e-4], lambda lr: ZerothOrder(lr)),
+    ]
+
+
+def _train_mnist1d(ds: Any, make_opt: Callable[[], Any], steps: int, seed: int) -> dict[str, Any]:
+    from dirgrad_opt.models import mnist1d_mlp
+
+    keras.utils.set_random_seed(seed)
+    model = mnist1d_mlp(ds.input_shape, ds.num_classes, width=_WIDTH_1D.value)
+    variables = model.trainable_variables
+    opt = make_opt()
+    opt.build(variables)
+    closure_based = hasattr(opt, "minimize")
+
+    def loss_of(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        logits = model(x, training=False)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+
+    @tf.function
+    def train() -> tf.Tensor:
+        last = tf.constant(0.0)
+        for x, y in ds.train.take(steps):
+            if closure_based:
+                last = opt.minimize(lambda x=x, y=y: loss_of(x, y), variables)["loss"]
+            else:
+                with tf.GradientTape() as tape:
+                    last = loss_of(x, y)
+                opt.apply(tape.gradient(last, variables), variables)
+        return last
+
+    start = time.perf_counter()
+    train()
+    seconds = time.perf_counter() - start
+
+    def evaluate(data: tf.data.Dataset) -> tuple[float, float]:
+        total_loss, correct, count = 0.0, 0, 0
+        for x, y in data:
+            logits = model(x, training=False)
+            total_loss += float(
+                tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+            )
+            predictions = tf.argmax(logits, 1, output_type=tf.int32)
+            correct += int(tf.reduce_sum(tf.cast(predictions == y, tf.int32)))
+            count += int(tf.shape(y)[0])
+        return total_loss / count, correct / count
+
+    train_loss, train_acc = evaluate(ds.train_eval)
+    test_loss, test_acc = evaluate(ds.test)
+    return {
+        "seconds": seconds,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_acc": test_acc,
+    }
+
+
+def run_mnist1d_part(seed: int, budget: int) -> str:
+    from dirgrad_opt.data import load_dataset
+
+    data_dir = _DATA_DIR.value or tempfile.mkdtemp(prefix="mnist1d_")
+    ds = load_dataset(name="mnist1d", batch_size=100, seed=seed, data_dir=data_dir)
+    lines = [
+        f"Budget: {budget:,} FPE; batch 100; model `mnist1d_mlp(width={_WIDTH_1D.value})`; "
+        "learning rate chosen by final training loss.",
+        "",
+        "| method | FPE/step | steps | lr (chosen) | train loss | train acc | test acc | "
+        "wall s | all lrs: test acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, cost, grid, make in _mnist1d_methods():
+        steps = budget // cost
+        results = {}
+        for lr in grid:
+            results[lr] = _train_mnist1d(ds, lambda make=make, lr=lr: make(lr), steps, seed)
+            r = results[lr]
+            print(
+                f"  mnist1d: {name} lr={lr:g}: train loss {r['train_loss']:.3f}, test acc "
+                f"{r['test_acc']:.3f} ({r['seconds']:.0f} s)",
+                file=sys.stderr,
+            )
+        finite = {lr: r for lr, r in results.items() if np.isfinite(r["train_loss"])}
+        best = min(finite, key=lambda lr: finite[lr]["train_loss"]) if finite else grid[0]
+        r = results[best]
+        others = ", ".join(f"{lr:g}: {results[lr]['test_acc']:.3f}" for lr in grid)
+        lines.append(
+            f"| {name} | {cost} | {steps:,} | {best:g} | {r['train_loss']:.3f} | "
+            f"{r['train_acc']:.3f} | {r['test_acc']:.3f} | {r['seconds']:.0f} | {others} |"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- part 3: drift
+
+
+class _ZeroRate(keras.optimizers.schedules.LearningRateSchedule):
+    def __call__(self, step: Any) -> tf.Tensor:
+        return tf.zeros([], tf.float32)
+
+
+def run_drift_part(seed: int, steps: int) -> str:
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((40,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)]
+    )
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal((100, 40)), tf.float32)
+    y = tf.constant(rng.integers(0, 10, 100), tf.int32)
+    loss_fn = _loss_closure(model, x, y)
+    variables = model.trainable_variables
+    init = [tf.constant(0.2 * rng.standard_normal(v.shape), tf.float32) for v in variables]
+    lines = [
+        f"MLP 40-64-10 ({sum(int(np.prod(v.shape)) for v in variables):,} float32 weights, "
+        f"rms 0.2), learning rate 0, {steps:,} steps:",
+        "",
+        "| mode | ε | weights changed | mean abs drift | max abs drift | max relative drift |",
+        "|---|---|---|---|---|---|",
+    ]
+    for in_place in (False, True):
+        for eps in (1e-3, 1e-2):
+            for v, w in zip(variables, init, strict=True):
+                v.assign(w)
+            w0 = np.concatenate([w.numpy().ravel() for w in init])
+            opt = ZerothOrder(_ZeroRate(), eps=eps, in_place=in_place)
+            opt.build(variables)
+
+            @tf.function
+            def loop(opt=opt) -> None:
+                for _ in tf.range(steps):
+                    opt.minimize(loss_fn, variables)
+
+            loop()
+            w = np.concatenate([v.numpy().ravel() for v in variables])
+            d = np.abs(w - w0)
+            mode = "in place (MeZO)" if in_place else "exact (default)"
+            lines.append(
+                f"| {mode} | {eps:g} | {np.mean(d > 0):.1%} | {d.mean():.2e} | {d.max():.2e} | "
+                f"{np.max(d / np.maximum(np.abs(w0), 1e-30)):.2e} |"
+            )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    )
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    seed = _SEED.value
+    report = [
+        "# Random-direction optimizers vs backprop",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Command: `python scripts/bench_optimizers.py " + " ".join(sys.argv[1:]) + "`",
+    ]
+    if "step" in _PARTS.value:
+        jit = _COMPILE.value == "xla"
+        variants, n = run_step_part(seed, jit, _REPEATS.value)
+        widths = "-".join(["784", *_WIDTHS.value, "10"])
+        report += [
+            "",
+            f"## One step: MLP {widths}, batch {_BATCH.value}, "
+            f"{'XLA' if jit else 'graph mode (no XLA)'}, {_REPEATS.value} round-robin repetitions",
+            "",
+            step_table(variants, n),
+            "",
+            "Step peak (MB) against the batch size (same MLP and mode):",
+            "",
+            memory_scaling_table(seed, jit, [int(b) for b in _MEMORY_BATCHES.value]),
+        ]
+    if "mnist1d" in _PARTS.value:
+        report += ["", "## MNIST-1D at a fixed budget", "", run_mnist1d_part(seed, _BUDGET.value)]
+    if "drift" in _PARTS.value:
+        report += [
+            "",
+            "## ZerothOrder: weight drift with learning rate 0",
+            "",
+            run_drift_part(seed, _DRIFT_STEPS.value),
+        ]
+    text = "\n".join(report) + "\n"
+    print(text)
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
