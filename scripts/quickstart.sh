@@ -9,4 +9,4 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e .
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-exec .venv/bin/python -m experiments.directional_demo "$@"
+exec .venv/bin/python -m experiments.train --gin_file=configs/quickstart.gin --workdir="${1:-runs/quickstart}"

@@ -1,0 +1,49 @@
+"""The experiment runner: a gin-configurable training loop, its outputs and their schema.
+
+    python -m experiments.train --gin_file=configs/quickstart.gin --workdir=runs/quickstart
+
+Contract::
+
+    from dirgrad_opt import training
+    gin.parse_config_files_and_bindings([...], [...], skip_unknown=False)
+    result = training.run(workdir)          # = train(workdir=...) configured by gin
+    training.validate_result(result)        # the result.json schema, in one place
+
+* :func:`train` — ``train.dataset``, ``train.model``, ``train.optimizer``, ``train.num_steps``,
+  ``train.batch_size``, ``train.eval_every``, ``train.checkpoint_every``, ``train.log_every``,
+  ``train.seed``, ``train.jit_compile``... (see its docstring). Same loop, metrics and cost
+  counting for closure optimizers (``minimize``) and stock Keras optimizers (gradients).
+* Workdir: ``config.gin``, ``operative_config.gin``, ``metrics.jsonl``, ``result.json``,
+  ``tensorboard/``, ``checkpoints/``. Deterministic resume by rerunning the same command.
+* :mod:`~dirgrad_opt.training.registry` registers every Keras and dirgrad_opt optimizer and
+  every Keras learning-rate schedule with gin (``@Adam()``, ``@ArmijoLineSearch()``...).
+* Errors: :class:`ConfigError` (bad configuration, raised before anything is written),
+  :class:`TrainingDiverged` (NaN/inf loss; ``result.json`` says ``"diverged"``).
+"""
+
+from dirgrad_opt.training.errors import ConfigError, TrainingDiverged, one_line
+from dirgrad_opt.training.loop import run, train
+from dirgrad_opt.training.registry import register_optimizers
+from dirgrad_opt.training.schema import (
+    SCHEMA_VERSION,
+    SchemaError,
+    read_metrics,
+    read_result,
+    validate_record,
+    validate_result,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ConfigError",
+    "SchemaError",
+    "TrainingDiverged",
+    "one_line",
+    "read_metrics",
+    "read_result",
+    "register_optimizers",
+    "run",
+    "train",
+    "validate_record",
+    "validate_result",
+]

@@ -1,0 +1,832 @@
+"""The training loop: ``train`` (gin-configurable) and ``run`` (called by experiments/train.py).
+
+One loop serves both optimizer families (:mod:`dirgrad_opt.training.steps`): a closure optimizer
+calls ``minimize`` on a loss closure over the step's batch, a stock Keras optimizer applies
+gradients; both report the same scalars and cost counters.
+
+Speed: the steps run inside one ``tf.function`` *chunk* that loops ``n`` steps in graph mode
+(the iterator is read inside the graph), from one event (log / eval / checkpoint) to the next,
+so Python runs once per chunk, not once per step. ``jit_compile=True`` compiles the step with
+XLA (measured on 2 CPU cores with scripts/bench_runner.py --xla: slower for the MNIST-1D MLP,
+faster for its 1-D CNN; measure your model). Training time is the time spent in chunks (tracing
+included); evaluation time is measured apart and never charged to the optimizer.
+
+Determinism and resume: with ``deterministic=True`` (default) op determinism is on and the
+seed fixes the initial weights, the data order and the global ``tf.random.Generator`` (the
+runner replaces it with one seeded by ``seed`` and checkpoints it). A checkpoint holds the
+weights, the optimizer state (``iterations`` included), the step, the cumulative counters and
+clocks, the partial logging window and that generator; the data position is the step itself
+(``Dataset.train_from(step)``). Rerunning the same configuration in the same workdir resumes
+from the latest complete checkpoint and ends bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib.metadata
+import math
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.framework import summary_pb2
+from tensorflow.python.framework import config as tf_config
+
+import dirgrad_opt
+from dirgrad_opt.data import Dataset, load_dataset
+from dirgrad_opt.models import create_model, loss_for_task, metrics_for_task
+from dirgrad_opt.training import schema, steps
+from dirgrad_opt.training.errors import ConfigError, TrainingDiverged, one_line
+from dirgrad_opt.training.registry import register_optimizers
+
+register_optimizers()
+
+COUNTERS = schema.COUNTERS
+_BODY_ENTERED: contextvars.ContextVar[bool] = contextvars.ContextVar("_BODY_ENTERED", default=False)
+
+
+# -- small pure helpers ----------------------------------------------------------------------
+def _as_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int ≥ ``minimum`` (integral floats accepted), else ``ConfigError``."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and isinstance(value, float):
+        ok = math.isfinite(value) and value.is_integer()
+    if not ok or int(value) < minimum:
+        raise ConfigError(f"train.{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"train.{name} must be True or False, got {value!r}")
+    return value
+
+
+def next_event(step: int, every: tuple[int, ...], limit: int) -> int:
+    """The first step after ``step`` that is a multiple of one of ``every``, capped at ``limit``.
+
+    Example: ``next_event(250, (100, 1000), 8000) == 300``.
+    """
+    candidates = [(step // k + 1) * k for k in every]
+    return min([*candidates, limit])
+
+
+def is_event(step: int, every: int, num_steps: int) -> bool:
+    """Whether an event of period ``every`` (steps) happens after ``step``; always at the end."""
+    return step % every == 0 or step == num_steps
+
+
+def best_of(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best eval values: max test accuracy, min test loss, min train loss, with their steps.
+
+    Ties go to the earliest step. Missing or null values are skipped; no value gives ``None``.
+    """
+    evals = [r for r in records if r["kind"] == "eval"]
+    out: dict[str, Any] = {}
+    for key, better in (
+        ("test_accuracy", max),
+        ("test_loss", min),
+        ("train_loss", min),
+    ):
+        points = [(r[key], r["step"]) for r in evals if r.get(key) is not None]
+        if not points:
+            out[key] = None
+            continue
+        target = better(v for v, _ in points)
+        step = min(s for v, s in points if v == target)
+        out[key] = {"value": target, "step": step}
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+
+    def dist(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            return "unknown"
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "dirgrad_opt": dirgrad_opt.__version__,
+        "gin": dist("gin-config"),
+        "numpy": np.__version__,
+    }
+
+
+def format_duration(seconds: float) -> str:
+    """``h:mm:ss`` for a progress line."""
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+).SerializeToString()
+
+
+def write_scalar(tag: str, value: float, step: int) -> None:
+    """A TensorBoard scalar via core ``tf.summary.write`` (the tensorboard package is optional).
+
+    Writes what ``tf.summary.scalar`` writes: a float32 scalar tensor tagged for the scalars
+    plugin, to the default summary writer.
+    """
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Any:
+    """Lowers absl logging to warnings for a block (TFDS logs every file it opens at INFO)."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+@contextlib.contextmanager
+def op_determinism(enabled: bool) -> Any:
+    """Turns TF op determinism on for a block if ``enabled``, restoring the previous setting.
+
+    The switch is process-wide; restoring it keeps an in-process caller (tests, notebooks) from
+    inheriting it — under it, e.g., XLA refuses max-pool gradients.
+    """
+    before = tf_config.is_op_determinism_enabled()
+    if enabled and not before:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if enabled and not before:
+            tf_config.disable_op_determinism()
+
+
+def _bound_value(key: str) -> tuple[bool, Any]:
+    try:
+        return True, gin.query_parameter(key)
+    except ValueError:
+        return False, None
+
+
+# -- run state (checkpointed) ----------------------------------------------------------------
+class RunState(tf.Module):
+    """The loop's own checkpointed state, beside the model and the optimizer.
+
+    Attributes:
+      step: completed training steps.
+      totals: cumulative ``[forward_passes, backward_passes, jvps]``.
+      window_sum, window_count: sums of the logged step scalars since the last log line.
+      last_loss: the last finite training loss.
+      clocks: cumulative ``[train_s, eval_s, wall_s]`` at the last save.
+      rng: the run's ``tf.random.Generator`` (installed as the global generator).
+    """
+
+    def __init__(self, num_window_values: int, seed: int):
+        super().__init__(name="run_state")
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.totals = tf.Variable(tf.zeros([3], tf.int64), trainable=False, name="totals")
+        self.window_sum = tf.Variable(
+            tf.zeros([num_window_values], tf.float64), trainable=False, name="window_sum"
+        )
+        self.window_count = tf.Variable(0, dtype=tf.int64, trainable=False, name="window_count")
+        self.last_loss = tf.Variable(float("nan"), dtype=tf.float64, trainable=False)
+        self.clocks = tf.Variable(tf.zeros([3], tf.float64), trainable=False, name="clocks")
+        self.rng = tf.random.Generator.from_seed(seed)
+
+
+# -- the configurable ------------------------------------------------------------------------
+@gin.configurable(denylist=["workdir", "stop_after"])
+def train(
+    workdir: str,
+    dataset: Callable[..., Dataset] = load_dataset,
+    model: Callable[..., keras.Model] = create_model,
+    optimizer: Any = gin.REQUIRED,
+    num_steps: int = gin.REQUIRED,
+    batch_size: int | None = None,
+    eval_every: int = 1000,
+    checkpoint_every: int = 1000,
+    log_every: int = 100,
+    seed: int = 0,
+    jit_compile: bool = False,
+    batch_metrics: bool = True,
+    allow_stateful_layers: bool = False,
+    deterministic: bool = True,
+    max_checkpoints: int = 3,
+    progress_every_s: float = 5.0,
+    stop_after: int | None = None,
+) -> dict[str, Any] | None:
+    """Train ``model`` on ``dataset`` with ``optimizer`` for ``num_steps``; write the workdir.
+
+    Writes ``config.gin`` (the parsed config), ``operative_config.gin``, ``metrics.jsonl``,
+    ``result.json`` (see :mod:`dirgrad_opt.training.schema`), TensorBoard events in
+    ``tensorboard/`` and ``checkpoints/``. A workdir holding a complete run of the same config
+    returns its result without training; a partial one is resumed; one holding a *different*
+    config is refused.
+
+    Divergence: a NaN/inf training loss stops the run at that step. No checkpoint is written
+    after it (the last good one stays), ``result.json`` gets ``"status": "diverged"`` and the
+    error message, and :class:`TrainingDiverged` is raised. Rerunning reports the same error.
+
+    Args:
+      workdir: output directory (passed by the caller, not gin).
+      dataset: ``fn(seed=..., [batch_size=...]) -> Dataset``; gin: ``@load_dataset``.
+      model: ``fn(input_shape, num_classes) -> keras.Model``; gin: ``@create_model``. The
+        initial weights are seeded with ``seed``.
+      optimizer: a Keras optimizer instance (gin: ``@Adam()``, ``@ArmijoLineSearch()``), or a
+        zero-argument callable returning one.
+      num_steps: training steps (# mini-batches).
+      batch_size: examples per step; ``None`` keeps the dataset's own (``load_dataset.
+        batch_size``); a value here overrides it.
+      eval_every: steps between evaluations on the full train-eval and test sets (also at
+        the end).
+      checkpoint_every: steps between checkpoints (also at the end).
+      log_every: steps between ``metrics.jsonl`` train records (window means).
+      seed: the run seed: initial weights, data order, the global RNG. Do not bind
+        ``load_dataset.seed`` / ``create_model.seed``.
+      jit_compile: compile the step with XLA.
+      batch_metrics: log the task metrics (accuracy) of each training batch; costs closure
+        optimizers one uncounted forward pass per step.
+      allow_stateful_layers: let closure optimizers run on models with Dropout/BatchNorm.
+      deterministic: enable TF op determinism (required for bit-exact resume).
+      max_checkpoints: checkpoints kept.
+      progress_every_s: seconds between progress log lines.
+      stop_after: test hook — stop like a killed process once this many steps are done (after
+        that step's events), writing no ``result.json``; returns ``None``.
+
+    Returns:
+      The ``result.json`` dict, or ``None`` when stopped by ``stop_after``.
+
+    Raises:
+      ConfigError: invalid arguments, dataset, model or optimizer; a workdir of another config.
+      TrainingDiverged: the loss became non-finite.
+    """
+    _BODY_ENTERED.set(True)
+    options = {
+        "num_steps": _as_int("num_steps", num_steps, 1),
+        "batch_size": None if batch_size is None else _as_int("batch_size", batch_size, 1),
+        "eval_every": _as_int("eval_every", eval_every, 1),
+        "checkpoint_every": _as_int("checkpoint_every", checkpoint_every, 1),
+        "log_every": _as_int("log_every", log_every, 1),
+        "seed": _as_int("seed", seed, 0),
+        "max_checkpoints": _as_int("max_checkpoints", max_checkpoints, 1),
+        "jit_compile": _as_bool("jit_compile", jit_compile),
+        "batch_metrics": _as_bool("batch_metrics", batch_metrics),
+        "allow_stateful_layers": _as_bool("allow_stateful_layers", allow_stateful_layers),
+        "deterministic": _as_bool("deterministic", deterministic),
+    }
+    if not isinstance(progress_every_s, int | float) or not progress_every_s > 0:
+        raise ConfigError(f"train.progress_every_s must be > 0 seconds, got {progress_every_s!r}")
+    if stop_after is not None:
+        stop_after = _as_int("stop_after", stop_after, 1)
+    runner = _Runner(Path(workdir), options, float(progress_every_s), stop_after)
+    previous = runner.check_workdir()
+    if previous is not None:
+        return previous
+    with op_determinism(options["deterministic"]):
+        runner.setup(dataset, model, optimizer)
+        return runner.run()
+
+
+def run(workdir: str, stop_after: int | None = None) -> dict[str, Any] | None:
+    """Calls the gin-configured :func:`train`; errors raised while gin builds its arguments
+    (``@Adam()`` with a bad value...) become :class:`ConfigError` like the body's setup errors.
+    """
+    token = _BODY_ENTERED.set(False)
+    try:
+        return train(workdir=workdir, stop_after=stop_after)
+    except (ConfigError, TrainingDiverged):
+        raise
+    except Exception as error:
+        if not _BODY_ENTERED.get():
+            raise ConfigError(one_line(error)) from error
+        raise
+    finally:
+        _BODY_ENTERED.reset(token)
+
+
+class _Runner:
+    """The state and phases of one ``train`` call: workdir check, setup, loop, outputs."""
+
+    def __init__(self, workdir: Path, options: dict[str, Any], progress_every_s: float, stop):
+        self.workdir = workdir
+        self.o = options
+        self.progress_every_s = progress_every_s
+        self.stop_after = stop
+        self.config_text = gin.config_str()
+        self.started = time.perf_counter()
+
+    # -- phase 1: what is in the workdir already ---------------------------------------------
+    def check_workdir(self) -> dict[str, Any] | None:
+        """Refuses a workdir of another config; returns the result of a complete run."""
+        workdir = self.workdir
+        if workdir.exists() and not workdir.is_dir():
+            raise ConfigError(f"workdir {str(workdir)!r} exists and is not a directory")
+        config_file = workdir / schema.CONFIG_FILE
+        result_file = workdir / schema.RESULT_FILE
+        has_checkpoint = tf.train.latest_checkpoint(str(workdir / "checkpoints")) is not None
+        if config_file.exists() and (has_checkpoint or result_file.exists()):
+            old = config_file.read_text(encoding="utf-8")
+            if old != self.config_text:
+                raise ConfigError(
+                    f"workdir {str(workdir)!r} holds a run of a different configuration "
+                    f"({_first_difference(old, self.config_text)}); use a new --workdir, or "
+                    "delete this one to start over."
+                )
+        if not result_file.exists():
+            return None
+        result = schema.read_result(result_file)
+        if result["status"] == "complete":
+            logging.info(
+                "Run in %s is already complete (%d steps, test accuracy %s); nothing to do.",
+                workdir,
+                result["steps"],
+                result["final"]["test_accuracy"],
+            )
+            return result
+        raise TrainingDiverged(
+            f"{result['error']} (recorded in {result_file}; delete the workdir to retry)"
+        )
+
+    # -- phase 2: build everything; any error is a configuration error --------------------------
+    def setup(self, dataset_fn: Callable, model_fn: Callable, optimizer: Any) -> None:
+        try:
+            self._setup(dataset_fn, model_fn, optimizer)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, KeyError, RuntimeError, OSError) as error:
+            raise ConfigError(one_line(error)) from error
+
+    def _setup(self, dataset_fn: Callable, model_fn: Callable, optimizer: Any) -> None:
+        o = self.o
+        for key in ("load_dataset.seed", "create_model.seed"):
+            if _bound_value(key)[0]:
+                raise ConfigError(f"{key} is bound; bind train.seed instead (the run's one seed)")
+        keras.utils.set_random_seed(o["seed"])
+        kwargs: dict[str, Any] = {"seed": o["seed"]}
+        if o["batch_size"] is not None:
+            kwargs["batch_size"] = o["batch_size"]
+            bound, value = _bound_value("load_dataset.batch_size")
+            if bound and value != o["batch_size"]:
+                logging.info(
+                    "train.batch_size = %d overrides load_dataset.batch_size = %s",
+                    o["batch_size"],
+                    value,
+                )
+        with _quiet_absl():
+            ds = dataset_fn(**kwargs)
+        if not isinstance(ds, Dataset):
+            raise ConfigError(f"train.dataset must return a dirgrad_opt Dataset, got {ds!r}")
+        keras.utils.set_random_seed(o["seed"])
+        net = model_fn(ds.input_shape, ds.num_outputs)
+        if not isinstance(net, keras.Model):
+            raise ConfigError(f"train.model must return a keras.Model, got {net!r}")
+        if not isinstance(optimizer, keras.optimizers.Optimizer) and callable(optimizer):
+            optimizer = optimizer()
+        steps.check_optimizer(optimizer)
+        steps.check_closure_model(net, optimizer, o["allow_stateful_layers"])
+        pooling = steps.max_pooling_layers(net)
+        if o["jit_compile"] and o["deterministic"] and pooling:
+            raise ConfigError(
+                f"model {net.name!r} has max-pooling layers ({', '.join(pooling)}) and TF 2.21 has "
+                "no deterministic XLA max-pool gradient: set train.jit_compile = False (or "
+                "train.deterministic = False, giving up bit-exact resume)."
+            )
+        optimizer.build(net.trainable_variables)
+
+        loss_fn = loss_for_task(ds.task)
+        metrics = metrics_for_task(ds.task)
+        step = steps.make_step(net, optimizer, loss_fn, metrics, o["batch_metrics"])
+        # Traced once here (autograph off: the step has no Python control flow on tensors); the
+        # chunk loop calls this concrete function, so it is never traced again.
+        step_fn = tf.function(step, jit_compile=o["jit_compile"], autograph=False)
+        step_fn = step_fn.get_concrete_function(*ds.train.element_spec)
+        outputs = step_fn.structured_outputs
+        keys = ["loss", *sorted(k for k in outputs if k not in (*COUNTERS, "loss"))]
+        for key in keys:
+            if outputs[key].dtype not in (tf.bool, *_NUMERIC):
+                raise ConfigError(f"step scalar {key!r} has unsupported dtype {outputs[key].dtype}")
+
+        self.ds, self.model, self.optimizer = ds, net, optimizer
+        self.loss_fn, self.metrics = loss_fn, metrics
+        self.step_fn, self.keys = step_fn, keys
+        self.state = RunState(len(keys), o["seed"])
+        tf.random.set_global_generator(self.state.rng)
+        self.checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, state=self.state)
+        self.run_chunk = self._make_chunk_fn()
+        self.evaluate = self._make_eval_fn()
+
+    def _make_chunk_fn(self) -> Callable:
+        state, step_fn, keys = self.state, self.step_fn, self.keys
+        weights = self.model.trainable_variables
+
+        def body(done: tf.Tensor, last: tf.Tensor, finite: tf.Tensor, iterator: Any):
+            x, y = iterator.get_next()
+            info = step_fn(x, y)
+            loss = tf.cast(info["loss"], tf.float64)
+            ok = tf.math.is_finite(loss)
+            # Branch-free bookkeeping (a tf.cond costs ~10 % of a small step): a step whose
+            # loss is not finite adds nothing, and the loop stops after it.
+            values = tf.stack([tf.cast(info[k], tf.float64) for k in keys])
+            counts = tf.stack([tf.cast(info[c], tf.int64) for c in COUNTERS])
+            one = tf.cast(ok, tf.int64)
+            updates = [
+                state.window_sum.assign_add(tf.where(ok, values, tf.zeros_like(values))),
+                state.window_count.assign_add(one),
+                state.totals.assign_add(counts * one),
+                state.last_loss.assign(tf.where(ok, loss, state.last_loss)),
+                state.step.assign_add(one),
+            ]
+            with tf.control_dependencies(updates):
+                return done + one, loss, ok, iterator
+
+        @tf.function(autograph=False)
+        def run_chunk(iterator: Any, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            """Runs up to ``n`` steps; stops before recording a step whose loss is not finite.
+
+            Returns the steps done, the last loss computed (the non-finite one if it stopped)
+            and whether every weight is finite at the end (an update can overflow the weights
+            while the loss before it was finite; such weights are never checkpointed).
+            """
+            done, last, _, _ = tf.while_loop(
+                lambda done, last, finite, it: finite & (done < n),
+                body,
+                (
+                    tf.constant(0, tf.int64),
+                    tf.constant(0.0, tf.float64),
+                    tf.constant(True),
+                    iterator,
+                ),
+            )
+            finite_weights = tf.reduce_all(
+                tf.stack([tf.reduce_all(tf.math.is_finite(w)) for w in weights])
+            )
+            return done, last, finite_weights
+
+        return run_chunk
+
+    def _make_eval_fn(self) -> Callable:
+        """``run_eval() -> {train_loss, train_<metric>, test_loss, test_<metric>}``.
+
+        Small evaluation sets (≤ :data:`EVAL_CACHE_BYTES` each) are gathered into memory once
+        and evaluated in one graph call without tf.data; larger ones are streamed.
+        """
+        net, loss_fn, metrics = self.model, self.loss_fn, self.metrics
+        names = ["loss", *metrics]
+
+        def batch_sums(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+            outputs = net(x, training=False)
+            values = [loss_fn(outputs, y), *(fn(outputs, y) for fn in metrics.values())]
+            size = tf.cast(tf.shape(x)[0], tf.float64)
+            return size * tf.cast(tf.stack(values), tf.float64)
+
+        zeros = tf.zeros([len(names) + 1], tf.float64)  # sums of the values, then the count
+
+        def add_batch(sums: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+            count = tf.cast(tf.shape(x)[0], tf.float64)[None]
+            return sums + tf.concat([batch_sums(x, y), count], 0)
+
+        @tf.function(autograph=False)
+        def evaluate_stream(dataset: tf.data.Dataset) -> tf.Tensor:
+            """Example-weighted means of the loss and metrics over a finite dataset."""
+            sums = dataset.reduce(zeros, lambda sums, batch: add_batch(sums, *batch))
+            return sums[:-1] / sums[-1]
+
+        x_spec, y_spec = self.ds.test.element_spec
+        signature = (
+            tf.TensorSpec([None, *x_spec.shape[1:]], x_spec.dtype),
+            tf.TensorSpec([None, *y_spec.shape[1:]], y_spec.dtype),
+            tf.TensorSpec([], tf.int64),
+        )
+
+        @tf.function(autograph=False, input_signature=signature)
+        def evaluate_cached(x: tf.Tensor, y: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+            """The same means over in-memory tensors, in slices of ``batch`` examples."""
+            n = tf.shape(x, out_type=tf.int64)[0]
+
+            def body(start: tf.Tensor, sums: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                end = start + batch
+                return end, add_batch(sums, x[start:end], y[start:end])
+
+            _, sums = tf.while_loop(
+                lambda start, _: start < n, body, (tf.constant(0, tf.int64), zeros)
+            )
+            return sums[:-1] / sums[-1]
+
+        splits = {"train": self.ds.train_eval, "test": self.ds.test}
+        cached = {name: _cache(data) for name, data in splits.items()}
+
+        def run_eval() -> dict[str, float]:
+            out = {}
+            for split, data in splits.items():
+                if cached[split] is None:
+                    values = evaluate_stream(data).numpy()
+                else:
+                    x, y, batch = cached[split]
+                    values = evaluate_cached(x, y, batch).numpy()
+                out.update(
+                    {f"{split}_{name}": float(v) for name, v in zip(names, values, strict=True)}
+                )
+            return out
+
+        return run_eval
+
+    # -- phase 3: outputs and the loop -----------------------------------------------------------
+    def run(self) -> dict[str, Any] | None:
+        o, workdir, state = self.o, self.workdir, self.state
+        num_steps = o["num_steps"]
+        workdir.mkdir(parents=True, exist_ok=True)
+        schema.write_text_atomic(workdir / schema.CONFIG_FILE, self.config_text)
+        schema.write_text_atomic(workdir / schema.OPERATIVE_CONFIG_FILE, gin.operative_config_str())
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(workdir / "checkpoints"), max_to_keep=o["max_checkpoints"]
+        )
+        self.records = self._restore()
+        start = int(state.step.numpy())
+        self.clock0 = state.clocks.numpy().astype(float)  # train_s, eval_s, wall_s at restore
+        self.process_train_s = 0.0
+        self.process_eval_s = 0.0
+        self.process_steps = 0
+        self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+        if start:
+            logging.info("Resuming %s at step %d/%d.", workdir, start, num_steps)
+        else:
+            logging.info(
+                "Training %s (%d parameters) on %s with %s for %d steps -> %s",
+                self.model.name,
+                self.model.count_params(),
+                self.ds.name,
+                type(self.optimizer).__name__,
+                num_steps,
+                workdir,
+            )
+        iterator = iter(self.ds.train_from(start))
+        step = start
+        last_progress = time.perf_counter()
+        periods = (o["log_every"], o["eval_every"], o["checkpoint_every"])
+        while step < num_steps:
+            limit = num_steps if self.stop_after is None else min(num_steps, self.stop_after)
+            target = next_event(step, periods, limit)
+            t0 = time.perf_counter()
+            done, last, finite_weights = self.run_chunk(
+                iterator, tf.constant(target - step, tf.int64)
+            )
+            done = int(done.numpy())
+            self.process_train_s += time.perf_counter() - t0
+            self.process_steps += done
+            step += done
+            if step < target:
+                what = f"the loss is {float(last.numpy())} at step {step + 1} (the weights after "
+                return self._diverged(step, what + f"{step} updates)")
+            if not bool(finite_weights.numpy()):
+                return self._diverged(step, f"the weights are not finite after step {step}")
+            self._events(step)
+            now = time.perf_counter()
+            first = self.process_steps == done  # right after tracing: shows the speed early
+            if first or now - last_progress >= self.progress_every_s or step == num_steps:
+                self._progress(step)
+                last_progress = now
+            if self.stop_after is not None and step >= self.stop_after and step < num_steps:
+                self.writer.flush()
+                logging.info("Stopped after %d steps (stop_after).", step)
+                return None
+        if start == num_steps and not any(
+            r["kind"] == "eval" and r["step"] == num_steps for r in self.records
+        ):
+            self._events(num_steps)  # killed between the final checkpoint and its records
+        return self._finish("complete", None, num_steps)
+
+    def _restore(self) -> list[dict[str, Any]]:
+        """Restores the latest checkpoint (if any) and the metrics records up to its step."""
+        metrics_file = self.workdir / schema.METRICS_FILE
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            shutil.rmtree(self.workdir / "tensorboard", ignore_errors=True)
+            schema.write_text_atomic(metrics_file, "")
+            return []
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        step = int(self.state.step.numpy())
+        records = []
+        if metrics_file.exists():
+            records = [r for r in schema.read_metrics(metrics_file) if r["step"] <= step]
+        schema.write_text_atomic(metrics_file, schema.records_to_lines(records))
+        return records
+
+    def _times(self) -> tuple[float, float, float]:
+        train_s = self.clock0[0] + self.process_train_s
+        eval_s = self.clock0[1] + self.process_eval_s
+        wall_s = self.clock0[2] + (time.perf_counter() - self.started)
+        return train_s, eval_s, wall_s
+
+    def _common(self, step: int) -> dict[str, Any]:
+        train_s, eval_s, wall_s = self._times()
+        totals = self.state.totals.numpy()
+        return {
+            "step": step,
+            "epoch": self.ds.epoch(step),
+            "wall_s": wall_s,
+            "train_time_s": train_s,
+            **{name: int(v) for name, v in zip(COUNTERS, totals, strict=True)},
+        }
+
+    def _events(self, step: int) -> None:
+        """Log, evaluate and checkpoint as due after ``step`` (in that order)."""
+        o, state = self.o, self.state
+        num_steps = o["num_steps"]
+        new = []
+        if is_event(step, o["log_every"], num_steps) and int(state.window_count.numpy()) > 0:
+            means = state.window_sum.numpy() / float(state.window_count.numpy())
+            record = {"kind": "train", **self._common(step)}
+            record.update({k: float(v) for k, v in zip(self.keys, means, strict=True)})
+            new.append(record)
+            state.window_sum.assign(tf.zeros_like(state.window_sum))
+            state.window_count.assign(0)
+        if is_event(step, o["eval_every"], num_steps):
+            t0 = time.perf_counter()
+            values = self.evaluate()
+            self.process_eval_s += time.perf_counter() - t0
+            record = {"kind": "eval", **self._common(step), "eval_time_s": self._times()[1]}
+            record.update(values)
+            new.append(record)
+        if new:
+            self._append(new)
+        if is_event(step, o["checkpoint_every"], num_steps):
+            state.clocks.assign(self._times())
+            with _quiet_absl():  # TF logs a line per save at INFO
+                self.manager.save(checkpoint_number=step)
+            self.writer.flush()
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        text = schema.records_to_lines(records)
+        with open(self.workdir / schema.METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+        with self.writer.as_default():
+            for record in records:
+                kind = record["kind"]
+                for key, value in record.items():
+                    if key in ("kind", "step") or value is None:
+                        continue
+                    write_scalar(f"{kind}/{key}", value, record["step"])
+        self.records.extend(records)
+
+    def _progress(self, step: int) -> None:
+        num_steps = self.o["num_steps"]
+        rate = self.process_steps / self.process_train_s if self.process_train_s > 0 else 0.0
+        eta = (num_steps - step) / rate if rate > 0 else float("nan")
+        train = [r for r in self.records if r["kind"] == "train"]
+        parts = [
+            f"step {step}/{num_steps} ({100.0 * step / num_steps:.1f}%)",
+            f"{rate:.1f} steps/s",
+        ]
+        if train:
+            last = train[-1]
+            parts.append(f"loss {last['loss']:.4f}" if last["loss"] is not None else "loss nan")
+            if last.get("accuracy") is not None:
+                parts.append(f"accuracy {last['accuracy']:.4f}")
+        evals = [r for r in self.records if r["kind"] == "eval"]
+        if evals and evals[-1].get("test_accuracy") is not None:
+            parts.append(f"test accuracy {evals[-1]['test_accuracy']:.4f}")
+        parts.append(f"ETA {format_duration(eta) if math.isfinite(eta) else '?'}")
+        logging.info(" | ".join(parts))
+
+    def _diverged(self, step: int, what: str) -> None:
+        """Records ``status: diverged`` (no checkpoint, no eval) and raises TrainingDiverged."""
+        last_loss = float(self.state.last_loss.numpy())
+        latest = self.manager.latest_checkpoint
+        message = (
+            f"training diverged: {what}; last finite loss {last_loss:.6g} at step {step}. "
+            f"Last good checkpoint: {latest or 'none'}. Lower the step size or check the data."
+        )
+        logging.error(message)
+        self._finish("diverged", message, step)
+        raise TrainingDiverged(message)
+
+    def _finish(self, status: str, error: str | None, step: int) -> dict[str, Any]:
+        o = self.o
+        train_s, eval_s, wall_s = self._times()
+        evals = [r for r in self.records if r["kind"] == "eval"]
+        final = {k: None for k in schema.FINAL_KEYS}
+        final["step"] = step
+        if status == "complete":
+            last = evals[-1]
+            final.update({k: last.get(k) for k in schema.FINAL_KEYS})
+        totals = self.state.totals.numpy()
+        result = {
+            "schema_version": schema.SCHEMA_VERSION,
+            "status": status,
+            "error": error,
+            "seed": o["seed"],
+            "steps": step,
+            "num_steps": o["num_steps"],
+            "epochs": self.ds.epoch(step),
+            "final": final,
+            "best": best_of(self.records),
+            "times": {
+                "train_s": train_s,
+                "eval_s": eval_s,
+                "wall_s": wall_s,
+                "steps_per_s": step / train_s if train_s > 0 else 0.0,
+            },
+            "totals": {name: int(v) for name, v in zip(COUNTERS, totals, strict=True)},
+            "dataset": {
+                "name": self.ds.name,
+                "task": self.ds.task,
+                "batch_size": self.ds.batch_size,
+                "num_train_examples": self.ds.num_train_examples,
+                "num_test_examples": self.ds.num_test_examples,
+            },
+            "model": {"name": self.model.name, "num_parameters": int(self.model.count_params())},
+            "optimizer": {
+                "class": type(self.optimizer).__name__,
+                "family": "directional" if steps.is_closure_optimizer(self.optimizer) else "keras",
+                "config": _optimizer_config(self.optimizer),
+            },
+            "jit_compile": o["jit_compile"],
+            "versions": library_versions(),
+        }
+        self.writer.flush()
+        schema.write_result(self.workdir / schema.RESULT_FILE, result)
+        if status == "complete":
+            logging.info(
+                "Done: %d steps in %.1f s training (+%.1f s eval); test accuracy %s, test loss %s."
+                " Results in %s",
+                step,
+                train_s,
+                eval_s,
+                _fmt(final["test_accuracy"]),
+                _fmt(final["test_loss"]),
+                self.workdir,
+            )
+        return result
+
+
+#: Evaluation sets up to this size (bytes) are held in memory as tensors.
+EVAL_CACHE_BYTES = 256 * 2**20
+
+
+def _cache(dataset: tf.data.Dataset) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None:
+    """``(x, y, batch_size)`` of a finite batched dataset held in memory, or ``None`` if large."""
+    x_spec, y_spec = dataset.element_spec
+    batches = int(dataset.cardinality().numpy())
+    batch = x_spec.shape[0]
+    if batches < 0 or batch is None:
+        # Unknown size or unbatched spec: take one batch to learn the batch size.
+        first = next(iter(dataset), None)
+        if first is None or batches < 0:
+            return None
+        batch = int(first[0].shape[0])
+    per_example = sum(
+        (spec.shape[1:].num_elements() or 0) * spec.dtype.size for spec in (x_spec, y_spec)
+    )
+    if batches * batch * per_example > EVAL_CACHE_BYTES:
+        return None
+    xs, ys = zip(*dataset, strict=True)
+    return tf.concat(xs, 0), tf.concat(ys, 0), tf.constant(batch, tf.int64)
+
+
+_NUMERIC = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)
+
+
+def _optimizer_config(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:
+    """The optimizer's hyperparameters as JSON data, without Keras's auto-generated ``name``
+    (``adam_3`` depends on how many optimizers the process built before)."""
+    config = schema.jsonable(optimizer.get_config())
+    config.pop("name", None)
+    if isinstance(config.get("direction"), dict):
+        config["direction"].get("config", {}).pop("name", None)
+    return config
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _first_difference(old: str, new: str, limit: int = 3) -> str:
+    """The bindings only one of two gin configs has, e.g. ``'Adam.learning_rate = 0.5'``."""
+
+    def bindings(text: str) -> list[str]:
+        lines = (line.strip() for line in text.splitlines())
+        return [line for line in lines if line and not line.startswith("#")]
+
+    old_b, new_b = bindings(old), bindings(new)
+    only_old = [line for line in old_b if line not in new_b][:limit]
+    only_new = [line for line in new_b if line not in old_b][:limit]
+    parts = []
+    if only_old:
+        parts.append(f"it has {', '.join(map(repr, only_old))}")
+    if only_new:
+        parts.append(f"this run has {', '.join(map(repr, only_new))}")
+    return "; ".join(parts) or "the same bindings in another layout"
