@@ -44,7 +44,6 @@ Prints Markdown tables to stdout (and ``--out``).
 from __future__ import annotations
 
 import os
-import platform
 import random
 import statistics
 import sys
@@ -60,6 +59,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from benchlib import machine  # noqa: E402
 
 from dirgrad_opt import keras_fit, models, optimizers  # noqa: E402
 
@@ -591,22 +591,6 @@ def fit_table(
             f"{quality['test_acc']:.1%} | {run.traces[0]} |"
         )
     return lines
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs visible; Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, NumPy {np.__version__}"
-    )
 
 
 def main(argv: list[str]) -> None:

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import gc
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -66,6 +65,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from benchlib import machine  # noqa: E402
 
 from dirgrad_opt import directions  # noqa: E402
 from dirgrad_opt.optimizers.random_direction import (  # noqa: E402
@@ -492,22 +492,6 @@ def run_drift_part(seed: int, steps: int) -> str:
 
 
 # ----------------------------------------------------------------------------- main
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
-    )
 
 
 def main(argv: list[str]) -> None:

@@ -90,3 +90,27 @@ def run(opt, variables, loss_fn, steps):
     step = tf.function(lambda: opt.minimize(loss_fn, variables))
     infos = [step() for _ in range(steps)]
     return step, infos
+
+
+def assert_checkpoint_round_trip(make_optimizer, tmp_path, steps=5):
+    """Train `steps`, checkpoint, restore into a fresh optimizer: same state, same next step."""
+    import numpy.testing as npt
+
+    variables, loss_fn = quadratic(tf.float32)
+    opt = make_optimizer()
+    run(opt, variables, loss_fn, steps)
+    path = tf.train.Checkpoint(optimizer=opt, weights=variables).save(str(tmp_path / "ckpt"))
+    saved = [v.numpy().copy() for v in opt.variables]
+
+    variables2, loss_fn2 = quadratic(tf.float32)
+    opt2 = make_optimizer()
+    opt2.build(variables2)
+    tf.train.Checkpoint(optimizer=opt2, weights=variables2).restore(path).assert_consumed()
+    assert int(opt2.iterations) == steps
+    assert len(saved) == len(opt2.variables)
+    for a, b in zip(saved, opt2.variables, strict=True):
+        npt.assert_array_equal(a, b.numpy())
+    info1 = opt.minimize(loss_fn, variables)
+    info2 = opt2.minimize(loss_fn2, variables2)
+    assert float(info1["step_size"]) == float(info2["step_size"])
+    npt.assert_array_equal(variables[0].numpy(), variables2[0].numpy())

@@ -401,25 +401,7 @@ def test_step_chosen_optimizers_have_no_learning_rate_in_config():
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_checkpoint_round_trip_restores_state(name, tmp_path):
-    variables, loss_fn = _quadratic(tf.float32)
-    opt = OPTIMIZERS[name]()
-    _run(opt, variables, loss_fn, 5)
-    ckpt = tf.train.Checkpoint(optimizer=opt, weights=variables)
-    path = ckpt.save(str(tmp_path / "ckpt"))
-    saved = [v.numpy().copy() for v in opt.variables]
-
-    variables2, loss_fn2 = _quadratic(tf.float32)
-    opt2 = OPTIMIZERS[name]()
-    opt2.build(variables2)
-    tf.train.Checkpoint(optimizer=opt2, weights=variables2).restore(path).assert_consumed()
-    assert int(opt2.iterations) == 5
-    assert len(saved) == len(opt2.variables)
-    for a, b in zip(saved, opt2.variables, strict=True):
-        np.testing.assert_array_equal(a, b.numpy())
-    info1 = opt.minimize(loss_fn, variables)
-    info2 = opt2.minimize(loss_fn2, variables2)
-    assert float(info1["step_size"]) == float(info2["step_size"])
-    np.testing.assert_array_equal(variables[0].numpy(), variables2[0].numpy())
+    problems.assert_checkpoint_round_trip(OPTIMIZERS[name], tmp_path, steps=5)
 
 
 def test_state_variables_exist():
