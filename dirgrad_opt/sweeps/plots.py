@@ -1,0 +1,156 @@
+"""PNG figures (matplotlib, Agg backend): learning curves, performance profiles, loss slices.
+
+matplotlib is imported inside each function, so the rest of the sweep package works without it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dirgrad_opt.sweeps.analysis import MEASURE_LABELS, Curve, Profile
+
+METRIC_LABELS = {
+    "train_loss": "training loss (full training set)",
+    "test_loss": "test loss",
+    "test_accuracy": "test accuracy",
+    "train_accuracy": "training accuracy",
+    "loss": "training loss (mini-batch window mean)",
+}
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of ``text`` (``mnist1d/mnist1d_mlp`` → ``mnist1d_mnist1d_mlp``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def plot_curves(
+    curves_by_metric: dict[str, Sequence[Curve]],
+    measure: str,
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """One panel per metric, ``metric`` vs ``measure``, one line per optimizer (mean over
+    seeds) with a shaded min–max band over seeds.
+
+    Losses get a log y axis when every plotted value is positive.
+
+    Args:
+      curves_by_metric: ``{metric: [Curve, ...]}``.
+      measure: ``steps``, ``seconds`` or ``fpe`` (the x axis).
+      path: the PNG to write.
+      title: the figure title.
+
+    Returns:
+      The written path.
+    """
+    plt = _pyplot()
+    metrics = [m for m, curves in curves_by_metric.items() if curves]
+    if not metrics:
+        raise ValueError(f"no curves to plot for {path}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.0), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        positive = True
+        for i, c in enumerate(curves_by_metric[metric]):
+            color = f"C{i % 10}"
+            x = c.x[measure]
+            label = f"{c.label} ({c.seeds} seed{'s' if c.seeds != 1 else ''})"
+            ax.plot(x, c.mean, color=color, label=label, linewidth=1.6)
+            if c.seeds > 1:
+                ax.fill_between(x, c.low, c.high, color=color, alpha=0.2, linewidth=0)
+            positive = positive and bool((c.low > 0).all())
+        if "loss" in metric and positive:
+            ax.set_yscale("log")
+        ax.set_xlabel(MEASURE_LABELS[measure])
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_profile(profile: Profile, path: str | os.PathLike, title: str = "") -> Path:
+    """ρ_s(τ) per optimizer (step plot), with the score in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for i, (name, rho) in enumerate(sorted(profile.rho.items())):
+        ax.step(
+            profile.taus,
+            rho,
+            where="post",
+            color=f"C{i % 10}",
+            label=f"{name} (score {profile.score[name]:.3f})",
+        )
+    ax.set_xlim(1.0, float(profile.taus[-1]))
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"τ: ratio to the fastest optimizer ({profile.measure})")
+    ax.set_ylabel("fraction of workloads within τ")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title or f"Performance profile ({MEASURE_LABELS[profile.measure]})", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_slice(data: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path:
+    """Loss along a line ``L(w + t·d)``: the batch loss, the full-training-set loss, and the
+    quadratic model ``L + t·∇L·d + ½t²·dᵀHd`` of the batch loss at ``t = 0``.
+
+    Args:
+      data: the output of :func:`dirgrad_opt.sweeps.landscape.loss_slice`.
+      path: the PNG to write.
+      title: the figure title.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    t = data["t"]
+    ax.plot(t, data["batch_loss"], color="C0", label="mini-batch loss", linewidth=1.6)
+    if data.get("train_loss") is not None:
+        ax.plot(t, data["train_loss"], color="C1", label="training-set loss", linewidth=1.6)
+    quadratic = data["loss0"] + t * data["slope"] + 0.5 * t**2 * data["curvature"]
+    finite = [v for v in data["batch_loss"] if math.isfinite(v)]
+    if finite:
+        low, high = min(finite), max(finite)
+        span = high - low or 1.0
+        ax.plot(t, quadratic, "--", color="C2", label="quadratic model at t = 0", linewidth=1.0)
+        ax.set_ylim(low - 0.1 * span, high + 0.1 * span)
+    ax.axvline(0.0, color="gray", linewidth=0.8)
+    if data.get("newton_step") is not None:
+        ax.axvline(data["newton_step"], color="C2", linewidth=0.8, linestyle=":",
+                   label=f"Newton step along d: t = {data['newton_step']:.3g}")  # fmt: skip
+    ax.set_xlabel(f"t (w + t·d, d = {data['direction']})")
+    ax.set_ylabel("loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"Loss along the step direction at step {data['step']}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,142 @@
+"""Run a sweep: configurations × seeds, each trial its own ``experiments.train`` process.
+
+    python -m experiments.sweep --gin_file=configs/mnist1d/mlp_adam.gin \
+        --sweep_file=configs/sweeps/mnist1d_lr/adam.json \
+        --workdir=runs/sweeps/mnist1d_lr_adam --parallel=2
+    python -m experiments.sweep ... --backend=ray --ray_address=auto --cpus_per_trial=2
+
+Thin by design: parse the flags, call :mod:`dirgrad_opt.sweeps`. Writes
+``<workdir>/trials/<id>/`` per trial, ``summary.csv``/``summary.md`` and ``analysis/``
+(leaderboard, plots; time to target and profiles when the sweep file or ``--target`` gives a
+target). Rerunning the same command skips finished trials and resumes interrupted ones; the
+tables and plots are rewritten. Failed trials are recorded (status, error) and do not stop the
+others; ``--retry_failed`` reruns them.
+
+Exit codes: 0 every trial ran to an end (some may have failed or diverged: see summary.md);
+1 the report could not be written; 2 bad flags or sweep file, or an unreachable Ray cluster
+(nothing run); 130 interrupted (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+_GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin file of every trial (repeatable).")
+_GIN_PARAMS = flags.DEFINE_multi_string(
+    "gin_param", [], "Binding for every trial, before the trial's own (repeatable)."
+)
+_SWEEP_FILE = flags.DEFINE_string("sweep_file", None, "Sweep JSON (grid/random/seeds).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder of the sweep.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials at a time on this machine.", lower_bound=1)
+_BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where trials run.")
+_RAY_ADDRESS = flags.DEFINE_string(
+    "ray_address", None, "Existing Ray cluster ('auto', 'ray://host:10001'); default: a local one."
+)
+_CPUS_PER_TRIAL = flags.DEFINE_integer(
+    "cpus_per_trial", 1, "Ray: CPUs requested per trial (and its thread limit).", lower_bound=1
+)
+_THREADS = flags.DEFINE_integer(
+    "threads_per_trial",
+    None,
+    "Local: threads per trial (default cores // parallel).",
+    lower_bound=1,
+)
+_RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Rerun trials whose status is failed.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the trials and their bindings; run nothing.")
+_TARGET = flags.DEFINE_string(
+    "target", None, "Target for time-to-target, e.g. 'test_accuracy>=0.6' (overrides the file)."
+)
+_SELECT = flags.DEFINE_string(
+    "select_metric", "final_train_loss", "Metric choosing each optimizer's best configuration."
+)
+_PLOTS = flags.DEFINE_bool("plots", True, "Write PNG plots (needs matplotlib).")
+flags.mark_flags_as_required(["sweep_file", "workdir"])
+
+EXIT_REPORT_FAILED = 1
+EXIT_CONFIG_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"sweep: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", EXIT_CONFIG_ERROR)
+    from dirgrad_opt import sweeps
+    from dirgrad_opt.sweeps import backends, records, summary
+
+    logging.set_verbosity(logging.INFO)
+    workdir = Path(_WORKDIR.value)
+    try:
+        spec = sweeps.load_sweep(_SWEEP_FILE.value)
+        target = sweeps.parse_target(_TARGET.value, "--target") if _TARGET.value else spec.target
+        if _SELECT.value not in summary.METRICS:
+            raise sweeps.SweepError(
+                f"--select_metric={_SELECT.value!r} is unknown; use one of "
+                f"{', '.join(summary.METRICS)}"
+            )
+        if _BACKEND.value == "ray":
+            backend = sweeps.RayBackend(_RAY_ADDRESS.value, _PARALLEL.value, _CPUS_PER_TRIAL.value)
+        else:
+            backend = sweeps.LocalBackend(_PARALLEL.value, _THREADS.value)
+    except (sweeps.SweepError, ValueError, ImportError) as error:
+        _fail(str(error), EXIT_CONFIG_ERROR)
+
+    if _DRY_RUN.value:
+        trials = sweeps.expand(spec)
+        for trial in trials:
+            print(trial.trial_id, " ".join(trial.gin_lines()), sep="\t")
+        print(f"{len(trials)} trials", file=sys.stderr)
+        return
+    try:
+        report = sweeps.run_sweep(
+            workdir,
+            spec,
+            _GIN_FILES.value,
+            _GIN_PARAMS.value,
+            backend=backend,
+            retry_failed=_RETRY_FAILED.value,
+            sweep_file=_SWEEP_FILE.value,
+        )
+    except (sweeps.SweepError, backends.BackendError) as error:
+        _fail(str(error), EXIT_CONFIG_ERROR)
+    except KeyboardInterrupt:
+        print("sweep: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+    try:
+        csv_path, md_path = sweeps.write_tables(workdir, _SELECT.value)
+        found = records.read_sweep(workdir)
+        make_plots = _PLOTS.value
+        if make_plots:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                logging.warning("matplotlib is not installed: no plots (pip install matplotlib)")
+                make_plots = False
+        sweeps.write_report(found, workdir / "analysis", target, _SELECT.value, None, make_plots)
+    except (ValueError, OSError) as error:
+        _fail(f"the trials ran, but the report failed: {error}", EXIT_REPORT_FAILED)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
+    logging.info(
+        "Sweep done: %d trials (%s); ran %d now. Tables: %s, %s; analysis in %s",
+        len(report.trials),
+        counts,
+        len(report.ran),
+        csv_path,
+        md_path,
+        workdir / "analysis",
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
