@@ -114,3 +114,16 @@ def assert_checkpoint_round_trip(make_optimizer, tmp_path, steps=5):
     info2 = opt2.minimize(loss_fn2, variables2)
     assert float(info1["step_size"]) == float(info2["step_size"])
     npt.assert_array_equal(variables[0].numpy(), variables2[0].numpy())
+
+
+TINY_RUN = [
+    "load_dataset.name = 'blobs'",
+    "load_dataset.batch_size = 20",
+    "gaussian_blobs.num_train = 200",
+    "gaussian_blobs.num_test = 100",
+    "gaussian_blobs.dim = 8",
+    "create_model.model_fn = @mlp",
+    "mlp.widths = (16,)",
+]
+"""Gin bindings of the smallest real training problem (8-d Gaussian blobs, a 16-unit MLP);
+tests add the optimizer and step budget."""

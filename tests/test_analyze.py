@@ -17,6 +17,7 @@ from pathlib import Path
 
 import gin
 import numpy as np
+import problems
 import pytest
 
 from dirgrad_opt import sweeps, training
@@ -355,13 +356,7 @@ def test_analyze_cli_on_a_sweep_and_a_one_line_error(synthetic_sweep, tmp_path):
 
 # -- the loss slice at a checkpoint -------------------------------------------------------------
 TINY = [
-    "load_dataset.name = 'blobs'",
-    "load_dataset.batch_size = 20",
-    "gaussian_blobs.num_train = 200",
-    "gaussian_blobs.num_test = 100",
-    "gaussian_blobs.dim = 8",
-    "create_model.model_fn = @mlp",
-    "mlp.widths = (16,)",
+    *problems.TINY_RUN,
     "train.optimizer = @Adam()",
     "Adam.learning_rate = 0.01",
     "train.num_steps = 20",

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import gin
+import problems
 import pytest
 
 from dirgrad_opt import sweeps, training
@@ -20,14 +21,9 @@ from dirgrad_opt.sweeps import backends, launch, runner, spec
 ROOT = Path(__file__).resolve().parents[1]
 
 # 8-d Gaussian blobs, a 16-unit MLP, 20 steps: a trial process is ~5 s, almost all TF import.
-TINY = """
-load_dataset.name = 'blobs'
-load_dataset.batch_size = 20
-gaussian_blobs.num_train = 200
-gaussian_blobs.num_test = 100
-gaussian_blobs.dim = 8
-create_model.model_fn = @mlp
-mlp.widths = (16,)
+TINY = (
+    "\n".join(problems.TINY_RUN)
+    + """
 train.optimizer = @Adam()
 train.num_steps = 20
 train.eval_every = 5
@@ -35,6 +31,7 @@ train.checkpoint_every = 10
 train.log_every = 5
 train.progress_every_s = 1000.0
 """
+)
 
 
 @pytest.fixture

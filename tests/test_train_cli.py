@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import problems
 import pytest
 import tensorflow as tf
 from absl import flags
@@ -21,20 +22,16 @@ if str(ROOT) not in sys.path:  # `experiments` is a top-level package beside dir
 from dirgrad_opt import training  # noqa: E402
 from experiments import train as cli  # noqa: E402
 
-TINY = """
-load_dataset.name = 'blobs'
-load_dataset.batch_size = 20
-gaussian_blobs.num_train = 200
-gaussian_blobs.num_test = 100
-gaussian_blobs.dim = 8
-create_model.model_fn = @mlp
-mlp.widths = (16,)
+TINY = (
+    "\n".join(problems.TINY_RUN)
+    + """
 train.optimizer = @Adam()
 train.num_steps = 10
 train.eval_every = 5
 train.checkpoint_every = 5
 train.log_every = 5
 """
+)
 TIME_KEYS = {"wall_s", "train_time_s", "eval_time_s"}
 
 

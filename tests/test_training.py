@@ -10,6 +10,7 @@ from pathlib import Path
 import gin
 import keras
 import numpy as np
+import problems
 import pytest
 import tensorflow as tf
 
@@ -18,13 +19,7 @@ from dirgrad_opt.training import loop, registry, schema
 
 # A 2-layer MLP on 8-d Gaussian blobs, 10 steps of 20 examples per epoch: ~1 s per run.
 TINY = [
-    "load_dataset.name = 'blobs'",
-    "load_dataset.batch_size = 20",
-    "gaussian_blobs.num_train = 200",
-    "gaussian_blobs.num_test = 100",
-    "gaussian_blobs.dim = 8",
-    "create_model.model_fn = @mlp",
-    "mlp.widths = (16,)",
+    *problems.TINY_RUN,
     "train.num_steps = 20",
     "train.eval_every = 10",
     "train.checkpoint_every = 10",

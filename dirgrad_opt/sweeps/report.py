@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dirgrad_opt.sweeps import analysis, plots, runner
+from dirgrad_opt.sweeps import analysis, plots
 from dirgrad_opt.sweeps.records import RunRecord
 from dirgrad_opt.sweeps.spec import Target
 from dirgrad_opt.sweeps.summary import (
@@ -31,6 +31,7 @@ from dirgrad_opt.sweeps.summary import (
     config_label,
     group_configs,
     higher_is_better,
+    result_cells,
     selection_key,
     varying_bindings,
 )
@@ -99,12 +100,7 @@ def leaderboard(
                 workload,
                 optimizer,
                 f"{config_label(c, varying)} ({c.config_id})",
-                f"{c.count(runner.OK)}/{len(c.runs)}",
-                str(c.stats[select]),
-                str(c.stats["final_test_accuracy"]),
-                str(c.stats["final_test_loss"]),
-                str(c.stats["train_s"]),
-                str(c.stats["cost_fpe"]),
+                *result_cells(c, select),
             ]
             if target is not None:
                 t = times[optimizer]

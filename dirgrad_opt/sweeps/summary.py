@@ -154,6 +154,19 @@ def selection_key(config: ConfigSummary, metric: str) -> tuple[float, float]:
     return bad, -mean if higher_is_better(metric) else mean
 
 
+def result_cells(config: ConfigSummary, select: str) -> list[str]:
+    """The cells every best-configuration table shows: seeds ok, selection metric, test
+    accuracy and loss, train time and cost (aggregated over seeds)."""
+    return [
+        f"{config.count(runner.OK)}/{len(config.runs)}",
+        str(config.stats[select]),
+        str(config.stats["final_test_accuracy"]),
+        str(config.stats["final_test_loss"]),
+        str(config.stats["train_s"]),
+        str(config.stats["cost_fpe"]),
+    ]
+
+
 def best_per_optimizer(
     configs: Sequence[ConfigSummary], metric: str = DEFAULT_SELECT
 ) -> dict[str, ConfigSummary]:
@@ -359,18 +372,7 @@ def summary_markdown(
     ]
     rows = []
     for optimizer, c in sorted(best.items(), key=lambda kv: selection_key(kv[1], select)):
-        rows.append(
-            [
-                optimizer,
-                f"{labels[id(c)]} `{c.config_id}`",
-                f"{c.count(runner.OK)}/{len(c.runs)}",
-                str(c.stats[select]),
-                str(c.stats["final_test_accuracy"]),
-                str(c.stats["final_test_loss"]),
-                str(c.stats["train_s"]),
-                str(c.stats["cost_fpe"]),
-            ]
-        )
+        rows.append([optimizer, f"{labels[id(c)]} `{c.config_id}`", *result_cells(c, select)])
     lines += _table(header, rows) if rows else ["No configuration has an `ok` seed."]
     lines += ["", "## Configurations (aggregated over seeds)", ""]
     header = [
