@@ -178,16 +178,14 @@ def launch(job: Mapping[str, Any], stop: StopFlag | None = None) -> dict[str, An
     previous = read_json(os.path.join(workdir, STATUS_FILE)) or {}
     attempt = int(previous.get("attempt", 0)) + 1
     started = time.time()
-    write_json_atomic(
-        os.path.join(workdir, STATUS_FILE),
-        {
-            "trial_id": job["trial_id"],
-            "status": RUNNING,
-            "attempt": attempt,
-            "host": host,
-            "started": started,
-        },  # fmt: skip
-    )
+    running = {
+        "trial_id": job["trial_id"],
+        "status": RUNNING,
+        "attempt": attempt,
+        "host": host,
+        "started": started,
+    }
+    write_json_atomic(os.path.join(workdir, STATUS_FILE), running)
     command = list(job["command"])
     if command and command[0] == "python":
         command[0] = sys.executable
@@ -211,17 +209,7 @@ def launch(job: Mapping[str, Any], stop: StopFlag | None = None) -> dict[str, An
             proc = None
             log.write(f"could not start the trial: {error}\n")
         if proc is not None:
-            write_json_atomic(
-                os.path.join(workdir, STATUS_FILE),
-                {
-                    "trial_id": job["trial_id"],
-                    "status": RUNNING,
-                    "attempt": attempt,
-                    "host": host,
-                    "started": started,
-                    "pid": proc.pid,
-                },  # fmt: skip
-            )
+            write_json_atomic(os.path.join(workdir, STATUS_FILE), {**running, "pid": proc.pid})
             if stop is not None:
                 stop.add(proc)
             try:
