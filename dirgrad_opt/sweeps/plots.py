@@ -34,6 +34,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: str | os.PathLike) -> Path:
+    """Lays out ``fig``, writes it as a PNG at ``path`` (creating folders) and closes it."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def slug(text: str) -> str:
     """A file-name-safe version of ``text`` (``mnist1d/mnist1d_mlp`` → ``mnist1d_mnist1d_mlp``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
@@ -82,12 +92,7 @@ def plot_curves(
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_profile(profile: Profile, path: str | os.PathLike, title: str = "") -> Path:
@@ -109,12 +114,7 @@ def plot_profile(profile: Profile, path: str | os.PathLike, title: str = "") -> 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title or f"Performance profile ({MEASURE_LABELS[profile.measure]})", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_slice(data: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path:
@@ -148,9 +148,4 @@ def plot_slice(data: dict[str, Any], path: str | os.PathLike, title: str = "") -
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or f"Loss along the step direction at step {data['step']}", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
