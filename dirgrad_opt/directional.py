@@ -460,10 +460,21 @@ def directional_derivatives(
       UnsafeDerivativeError: ``method="forward"`` through max-pooling under XLA.
     """
     _check_method(method)
-    if isinstance(step, int | float) and not step > 0:
-        raise ValueError(f"finite-difference step must be > 0, got {step}")
+    _check_step(step)
     leaves = _check_variables(variables)
     dirs = tree.flatten(_as_direction(directions, variables, leading_dims=1))
+    return _derivatives(loss_fn, leaves, dirs, method, step)
+
+
+def _check_step(step: Any) -> None:
+    if isinstance(step, int | float) and not step > 0:
+        raise ValueError(f"finite-difference step must be > 0, got {step}")
+
+
+def _derivatives(
+    loss_fn: LossFn, leaves: list[Any], dirs: list[tf.Tensor], method: str, step: Any
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """:func:`directional_derivatives` on validated, flattened inputs (leaves carry K)."""
     k = _num_directions(dirs)
     if method == "auto":
         choice = _resolve_auto(loss_fn, leaves, k)
@@ -512,10 +523,11 @@ def directional_derivative(
       4.0
     """
     _check_method(method)
-    _check_variables(variables)
+    _check_step(step)
+    leaves = _check_variables(variables)
     direction = _as_direction(direction, variables, leading_dims=0)
-    batched = tf.nest.map_structure(lambda d: d[tf.newaxis], direction)
-    loss, derivatives = directional_derivatives(loss_fn, variables, batched, method, step=step)
+    batched = [d[tf.newaxis] for d in tree.flatten(direction)]
+    loss, derivatives = _derivatives(loss_fn, leaves, batched, method, step)
     return loss, derivatives[0]
 
 
