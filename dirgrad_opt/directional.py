@@ -463,7 +463,8 @@ def directional_derivatives(
     _check_step(step)
     leaves = _check_variables(variables)
     dirs = tree.flatten(_as_direction(directions, variables, leading_dims=1))
-    return _derivatives(loss_fn, leaves, dirs, method, step)
+    loss, derivatives, _ = _derivatives(loss_fn, leaves, dirs, method, step)
+    return loss, derivatives
 
 
 def _check_step(step: Any) -> None:
@@ -473,23 +474,29 @@ def _check_step(step: Any) -> None:
 
 def _derivatives(
     loss_fn: LossFn, leaves: list[Any], dirs: list[tf.Tensor], method: str, step: Any
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """:func:`directional_derivatives` on validated, flattened inputs (leaves carry K)."""
+) -> tuple[tf.Tensor, tf.Tensor, str]:
+    """:func:`directional_derivatives` on validated, flattened inputs (leaves carry K).
+
+    Returns ``(loss, derivatives, method)`` where ``method`` is the concrete method that ran
+    (``"auto"`` resolved), so callers that count passes can price exactly what happened.
+    """
     k = _num_directions(dirs)
     if method == "auto":
         choice = _resolve_auto(loss_fn, leaves, k)
         if isinstance(choice, tuple):
             loss, grads = choice[1]
-            return loss, _dot_batched(grads, dirs, k)
+            return loss, _dot_batched(grads, dirs, k), "reverse"
         method = choice
     if method == "reverse":
         loss, grads = _reverse(loss_fn, leaves)
-        return loss, _dot_batched(grads, dirs, k)
+        return loss, _dot_batched(grads, dirs, k), method
     per_direction = [[d[i] for d in dirs] for i in range(k)]
     if method == "forward":
         results = [_forward(loss_fn, leaves, tangents) for tangents in per_direction]
-        return results[0][0], tf.stack([tf.cast(r[1], results[0][0].dtype) for r in results])
-    return _finite_differences(loss_fn, leaves, per_direction, method, step)
+        loss = results[0][0]
+        return loss, tf.stack([tf.cast(r[1], loss.dtype) for r in results]), method
+    loss, derivatives = _finite_differences(loss_fn, leaves, per_direction, method, step)
+    return loss, derivatives, method
 
 
 @tf.autograph.experimental.do_not_convert
@@ -527,7 +534,7 @@ def directional_derivative(
     leaves = _check_variables(variables)
     direction = _as_direction(direction, variables, leading_dims=0)
     batched = [d[tf.newaxis] for d in tree.flatten(direction)]
-    loss, derivatives = _derivatives(loss_fn, leaves, batched, method, step)
+    loss, derivatives, _ = _derivatives(loss_fn, leaves, batched, method, step)
     return loss, derivatives[0]
 
 

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gin
@@ -295,6 +296,16 @@ def test_a_trial_still_running_from_a_killed_sweep_is_not_started_twice(tmp_path
         [sys.executable, "-c", "import time; time.sleep(60)", "experiments.train", workdir]
     )
     try:
+        # Popen returns before the child has exec'd: until then /proc/<pid>/cmdline is still
+        # pytest's. Wait for the exec so the check below sees the child's own command line.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if workdir in Path(f"/proc/{proc.pid}/cmdline").read_text(errors="replace"):
+                    break
+            except OSError:
+                break  # no /proc here: alive_elsewhere trusts the pid alone
+            time.sleep(0.01)
         status = {"status": "running", "host": socket.gethostname(), "pid": proc.pid}
         launch.write_json_atomic(str(tmp_path / "status.json"), status)
         assert launch.alive_elsewhere(workdir) == proc.pid

@@ -108,16 +108,21 @@ class StepContext:
         return directional._reverse(self.loss_fn, self.variables)
 
     def directional_derivatives(
-        self, directions: Any, method: str = "auto", **kwargs: Any
+        self, directions: Any, method: str = "auto", step: Any = None
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """:func:`dirgrad_opt.directional.directional_derivatives` at the current value, counted."""
-        k = int(tree.flatten(directions)[0].shape[0])
-        chosen = directional.choose_method(k) if method == "auto" else method
-        cost = directional.cost(chosen, k)
-        self.count(*cost)
-        return directional.directional_derivatives(
-            self.loss_fn, self.variables, directions, chosen, **kwargs
+        """:func:`dirgrad_opt.directional.directional_derivatives` at the current value, counted.
+
+        The passes counted are those of the method that actually ran (``"auto"`` may fall back
+        to finite differences when a gradient is missing).
+        """
+        directional._check_method(method)
+        directional._check_step(step)
+        dirs = tree.flatten(directional._as_direction(directions, self.variables, leading_dims=1))
+        loss, derivatives, used = directional._derivatives(
+            self.loss_fn, self.variables, dirs, method, step
         )
+        self.count(*directional.cost(used, int(dirs[0].shape[0])))
+        return loss, derivatives
 
     def set_point(self, t: Any, direction: Sequence[tf.Tensor]) -> None:
         """Moves the variables to ``w0 + t·d`` (no pass counted)."""
