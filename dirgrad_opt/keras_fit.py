@@ -41,6 +41,7 @@ __all__ = [
     "DirectionalSequential",
     "closure_train_step",
     "enable_closure_training",
+    "step_logs",
     "stochastic_layers",
 ]
 
@@ -65,8 +66,9 @@ def closure_train_step(model: keras.Model, data: Any, deterministic: bool = True
       deterministic: restore non-trainable state before every evaluation (see module doc).
 
     Returns:
-      The metrics dict Keras logs (loss, compiled metrics), plus ``step_size`` and the step's
-      ``forward_passes``/``backward_passes``/``jvps``.
+      The metrics dict Keras logs (loss, compiled metrics), plus every scalar of the step's
+      ``minimize`` dict (:func:`step_logs`): ``step_size``, ``forward_passes``/
+      ``backward_passes``/``jvps``, ``accepted`` and the rule's own ``ctx.metrics``.
     """
     optimizer = model.optimizer
     if not isinstance(optimizer, DirectionalOptimizer):
@@ -98,9 +100,26 @@ def closure_train_step(model: keras.Model, data: Any, deterministic: bool = True
     batch = tf.shape(tf.nest.flatten(x)[0])[0]
     model._loss_tracker.update_state(first["loss"], sample_weight=batch)
     logs = model.compute_metrics(x, y, first["y_pred"], sample_weight=sample_weight)
-    for key in ("step_size", "forward_passes", "backward_passes", "jvps"):
-        logs[key] = tf.cast(info[key], tf.float32)
+    logs.update(step_logs(info, exclude=logs))
     return logs
+
+
+def step_logs(info: dict[str, Any], exclude: Any = ()) -> dict[str, tf.Tensor]:
+    """Every scalar of a ``minimize`` dict as a float32 log value, minus the keys in ``exclude``.
+
+    That is ``step_size``, the step's ``forward_passes``/``backward_passes``/``jvps``,
+    ``accepted``/``descent`` (as 0/1), and every scalar a rule put in ``ctx.metrics``
+    (``evaluations``, ``polyak_step``...). ``loss`` stays Keras's own (the loss tracker's mean).
+    Non-scalar values are left out (a log line holds scalars).
+    """
+    out = {}
+    for key, value in info.items():
+        if key in exclude or key == "loss":
+            continue
+        value = tf.convert_to_tensor(value)
+        if value.shape.rank == 0 and (value.dtype.is_numeric or value.dtype == tf.bool):
+            out[key] = tf.cast(value, tf.float32)
+    return out
 
 
 class _ClosureTraining:

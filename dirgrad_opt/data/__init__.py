@@ -21,7 +21,9 @@ Contract with the training loop::
 * Names: synthetic ``blobs``, ``linear_regression``, ``analytic`` (noise inputs of the analytic
   problems in :mod:`dirgrad_opt.models`); offline TFDS builders ``mnist1d`` (4000/1000, 40
   features) and ``digits`` (1437/360, 8x8x1); any prepared TFDS classification dataset
-  (``mnist``, ``fashion_mnist``, ``cifar10``...). An unprepared TFDS dataset raises
+  (``mnist``, ``fashion_mnist``, ``cifar10``...); any name given to ``register_dataset(name,
+  fn)`` (:mod:`dirgrad_opt.data.user`: NumPy arrays in the keras.datasets layout or a tf.data
+  pair; the task follows the targets). An unprepared TFDS dataset raises
   :class:`DatasetNotPreparedError` at once unless ``download=True``.
 """
 
@@ -44,6 +46,7 @@ from dirgrad_opt.data.tfds_source import (
     prepared_builder,
     tfds_dataset,
 )
+from dirgrad_opt.data.user import USER_DATASETS, register_dataset, short_repr
 
 __all__ = [
     "CLASSIFICATION",
@@ -52,6 +55,7 @@ __all__ = [
     "REGRESSION",
     "SYNTHETIC_DATASETS",
     "TASKS",
+    "USER_DATASETS",
     "ArrayData",
     "Dataset",
     "DatasetNotPreparedError",
@@ -61,5 +65,7 @@ __all__ = [
     "linear_regression",
     "load_dataset",
     "prepared_builder",
+    "register_dataset",
+    "short_repr",
     "tfds_dataset",
 ]

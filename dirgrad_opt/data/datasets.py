@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from dirgrad_opt.data import synthetic, tfds_source
+from dirgrad_opt.data import synthetic, tfds_source, user
 
 #: Per-dataset feature scale for TFDS datasets whose integer features are not 0..255 pixels.
 _FEATURE_SCALES = {"digits": 1.0 / 16.0}
@@ -150,10 +150,13 @@ def _load_arrays(
 ) -> synthetic.ArrayData:
     if name in synthetic.SYNTHETIC_DATASETS:
         return synthetic.SYNTHETIC_DATASETS[name]()
+    if name in user.USER_DATASETS:
+        return user.load_user_dataset(name)
     try:
         return _tfds_arrays(name, data_dir, download, train_split, test_split)
     except tfds_source.UnknownDatasetError as error:
-        message = tfds_source.unknown_dataset_message(name, tuple(synthetic.SYNTHETIC_DATASETS))
+        local = (*synthetic.SYNTHETIC_DATASETS, *user.USER_DATASETS)
+        message = tfds_source.unknown_dataset_message(name, local)
         raise tfds_source.UnknownDatasetError(f"load_dataset: {message}") from error
 
 
@@ -173,7 +176,8 @@ def load_dataset(
     """Load a dataset by name into memory and build its input pipelines.
 
     Names: synthetic ``"blobs"``, ``"linear_regression"``, ``"analytic"`` (see
-    :mod:`dirgrad_opt.data.synthetic`; configure them through their own gin functions); offline
+    :mod:`dirgrad_opt.data.synthetic`; configure them through their own gin functions); those
+    registered with :func:`dirgrad_opt.register_dataset` (:mod:`dirgrad_opt.data.user`); offline
     TFDS builders ``"mnist1d"``, ``"digits"``; any other TFDS classification dataset that is
     prepared in ``data_dir`` (or downloadable with ``download=True``).
 

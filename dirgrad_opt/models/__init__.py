@@ -7,7 +7,8 @@ Contract with the training loop::
     loss_fn = loss_for_task(ds.task)                           # (outputs, labels) -> scalar
     metrics = metrics_for_task(ds.task)                        # {"accuracy": fn} for classification
 
-* Model functions: ``fn(input_shape, num_classes, **options) -> keras.Model``, built (variables
+* Model functions: ``fn(input_shape, num_classes, **options) -> keras.Model`` (add your own
+  with ``register_model(name, fn)``), built (variables
   exist), float32. Networks output logits ``[batch, num_classes]``: ``logistic_regression``,
   ``mlp``, ``mnist1d_mlp`` (residual MLP), ``mnist1d_cnn``, ``cnn2d``, ``resnet``. No dropout;
   ``resnet(batch_norm=False)`` by default, since BatchNorm makes a line search's closure stateful.
@@ -30,7 +31,7 @@ from dirgrad_opt.models.analytic import (
     quadratic_problem,
     rosenbrock,
 )
-from dirgrad_opt.models.factory import MODELS, create_model
+from dirgrad_opt.models.factory import MODELS, create_model, register_model
 from dirgrad_opt.models.losses import (
     accuracy,
     classification_loss,
@@ -38,6 +39,7 @@ from dirgrad_opt.models.losses import (
     metrics_for_task,
     objective_loss,
     regression_loss,
+    resolve_loss,
 )
 from dirgrad_opt.models.networks import (
     cnn2d,
@@ -65,7 +67,9 @@ __all__ = [
     "objective_loss",
     "quadratic",
     "quadratic_problem",
+    "register_model",
     "regression_loss",
     "resnet",
+    "resolve_loss",
     "rosenbrock",
 ]

@@ -24,6 +24,44 @@ MODELS: dict[str, ModelFn] = {
 }
 
 
+#: Names of the built-in models (``register_model`` may not replace them).
+BUILTIN_MODELS = frozenset(MODELS)
+
+
+def register_model(name: str, fn: ModelFn) -> ModelFn:
+    """Makes ``name`` a model: ``create_model.model_fn = 'name'`` (or ``@name``) builds ``fn``.
+
+    Args:
+      name: the model name (a Python identifier, not a built-in model's name).
+      fn: ``fn(input_shape, num_classes, **options) -> keras.Model``; ``num_classes`` is the
+        output width (``Dataset.num_outputs``: classes, or regression targets). It is registered
+        with gin under ``name``, so its options can be bound (``my_model.width = 64``).
+
+    Returns:
+      The gin-configurable version of ``fn`` (also stored in :data:`MODELS`).
+
+    Raises:
+      ValueError: a bad or taken name, or a non-callable ``fn``.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"register_model: name must be a Python identifier, got {name!r:.200}")
+    if not callable(fn):
+        raise ValueError(f"register_model({name!r}, fn): fn must be callable, got {fn!r:.200}")
+    if name in BUILTIN_MODELS:
+        raise ValueError(f"register_model: {name!r} is a built-in model; choose another name")
+    previous = MODELS.get(name)
+    if previous is not None:
+        if getattr(previous, "__wrapped__", previous) is fn:
+            return previous
+        raise ValueError(
+            f"register_model: {name!r} is already registered to {previous.__module__}."
+            f"{previous.__qualname__}; choose another name"
+        )
+    configurable = gin.external_configurable(fn, name=name, module="models")
+    MODELS[name] = configurable
+    return configurable
+
+
 @gin.configurable
 def create_model(
     input_shape: Sequence[int],
@@ -37,7 +75,8 @@ def create_model(
       input_shape: ``Dataset.input_shape``.
       num_classes: width of the output layer, ``Dataset.num_outputs``.
       model_fn: a model function ``(input_shape, num_classes) -> keras.Model`` (in gin:
-        ``create_model.model_fn = @mlp``) or the name of one in :data:`MODELS`.
+        ``create_model.model_fn = @mlp``) or the name of one in :data:`MODELS` (built-in or
+        added by :func:`register_model`).
       seed: if given, ``keras.utils.set_random_seed(seed)`` is called first so the initial
         weights are reproducible (this seeds Python, NumPy and TensorFlow globally).
 
@@ -53,4 +92,10 @@ def create_model(
         model_fn = MODELS[model_fn]
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    return model_fn(input_shape=tuple(input_shape), num_classes=num_classes)
+    model = model_fn(input_shape=tuple(input_shape), num_classes=num_classes)
+    if not isinstance(model, keras.Model):
+        name = getattr(model_fn, "__name__", "model_fn")
+        text = repr(model)
+        text = text if len(text) <= 200 else text[:197] + "..."
+        raise ValueError(f"model function {name!r} must return a keras.Model, got {text}")
+    return model

@@ -38,6 +38,8 @@ A non-finite loss or gradient at the start point leaves the weights untouched an
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -187,6 +189,11 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
     #: Whether the default step-size rule (the learning rate) is used; subclasses that pick the
     #: step themselves set this False and drop ``learning_rate`` from their config.
     uses_learning_rate = True
+
+    # -- constructor arguments captured for get_config (subclasses need no get_config) ------
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _capture_constructor_arguments(cls)
 
     def __init__(
         self,
@@ -407,8 +414,17 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Any:
-        """Inverse of :meth:`get_config`; leaves the caller's dict untouched (Keras mutates it)."""
-        return super().from_config(copy.deepcopy(config), custom_objects=custom_objects)
+        """Inverse of :meth:`get_config`; leaves the caller's dict untouched (Keras mutates it).
+
+        Serialized Keras objects among the values (schedules, optimizers) are deserialized.
+        """
+        config = copy.deepcopy(config)
+        for key, value in config.items():
+            if key != "direction" and _is_serialized_keras_object(value):
+                config[key] = keras.saving.deserialize_keras_object(
+                    value, custom_objects=custom_objects
+                )
+        return super().from_config(config, custom_objects=custom_objects)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -423,7 +439,102 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
             if self.direction_optimizer is not None
             else None
         )
+        for key, value in getattr(self, "_constructor_arguments", {}).items():
+            if not _unsaveable(value):  # unsaveable ones were refused at construction
+                config.setdefault(key, _serializable(value))
         return config
+
+
+# -- constructor-argument capture ------------------------------------------------------------
+_JSON_SCALARS = (bool, int, float, str, type(None))
+
+
+def _is_serialized_keras_object(value: Any) -> bool:
+    return isinstance(value, dict) and "class_name" in value and "config" in value
+
+
+def _serializable(value: Any) -> Any:
+    """``value`` as get_config data: JSON scalars and containers as is, Keras objects
+    (schedules, optimizers, anything with ``get_config``) serialized."""
+    if isinstance(value, _JSON_SCALARS):
+        return value
+    if isinstance(value, list | tuple):
+        return [_serializable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _serializable(v) for k, v in value.items()}
+    return keras.saving.serialize_keras_object(value)
+
+
+def _unsaveable(value: Any) -> bool:
+    """Whether get_config could not carry ``value`` (a function, an arbitrary object...)."""
+    if isinstance(value, _JSON_SCALARS):
+        return False
+    if isinstance(value, list | tuple):
+        return any(_unsaveable(v) for v in value)
+    if isinstance(value, dict):
+        return any(not isinstance(k, str) or _unsaveable(v) for k, v in value.items())
+    return not callable(getattr(value, "get_config", None))
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _capture_constructor_arguments(cls: type) -> None:
+    """Wraps ``cls.__init__`` so an instance remembers the arguments it was built with.
+
+    :meth:`DirectionalOptimizer.get_config` adds every remembered argument its (and the
+    subclasses') explicit config lacks, so a subclass with a new constructor argument round-trips
+    through ``get_config``/``from_config``, ``.keras`` files and ``result.json`` without writing
+    ``get_config``. Arguments of every class along the hierarchy are merged, the most derived
+    class's winning; ``*args``/``**kwargs`` are not captured (they reach a base class that captures
+    or configures them). A value ``get_config`` cannot carry (a function, an arbitrary object)
+    raises ``TypeError`` at construction naming the argument, unless the class's own
+    ``get_config`` already writes that key.
+    """
+    init = cls.__dict__.get("__init__")
+    if init is None or getattr(init, "_captures_arguments", False):
+        return
+    signature = inspect.signature(init)
+    names = [
+        name
+        for name, p in signature.parameters.items()
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ][1:]  # without self
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:  # pragma: no cover - init accepted these arguments
+            return
+        bound.apply_defaults()
+        captured = {name: bound.arguments[name] for name in names if name in bound.arguments}
+        merged = {**self.__dict__.get("_constructor_arguments", {}), **captured}
+        # object.__setattr__: no checkpoint tracking of the captured values (e.g. an optimizer).
+        object.__setattr__(self, "_constructor_arguments", merged)
+        if type(self).__init__ is __init__:  # the outermost constructor: check once
+            _check_saveable(self, merged)
+
+    __init__._captures_arguments = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[misc]
+
+
+def _check_saveable(optimizer: Any, arguments: dict[str, Any]) -> None:
+    bad = [name for name, value in arguments.items() if _unsaveable(value)]
+    if not bad:
+        return
+    explicit = optimizer.get_config()  # a class's own get_config may carry them its own way
+    lost = [name for name in bad if name not in explicit]
+    if lost:
+        name = lost[0]
+        raise TypeError(
+            f"{type(optimizer).__name__}({name}={_short(arguments[name])}): argument {name!r} "
+            "cannot be saved by get_config (.keras files, result.json); pass a number, string, "
+            "list or Keras serializable object, or write get_config/from_config for it."
+        )
 
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from dirgrad_opt import line_search
+from dirgrad_opt.optimizers import scales
 from dirgrad_opt.optimizers.base import (
     DirectionalOptimizer,
     StepContext,
@@ -63,6 +64,9 @@ class ArmijoLineSearch(DirectionalOptimizer):
       steps_per_epoch: n_batches of the ``"grow"`` reset (mini-batches per epoch).
       max_evaluations: budget of trial steps per step; when exhausted, the best decreasing
         step seen is taken and ``accepted`` is False (the loss never goes up).
+
+    ``initial_step`` and ``max_step`` may be Keras ``LearningRateSchedule`` objects, evaluated at
+    ``iterations`` (see :mod:`dirgrad_opt.optimizers.scales`).
       direction, weight_decay, clipnorm, clipvalue, global_clipnorm, name: see
         :class:`DirectionalOptimizer`.
 
@@ -83,8 +87,8 @@ class ArmijoLineSearch(DirectionalOptimizer):
         self,
         c: float = 0.1,
         shrink: float = 0.9,
-        initial_step: float = 1.0,
-        max_step: float | None = None,
+        initial_step: Any = 1.0,
+        max_step: Any = None,
         reset: str = "grow",
         growth: float = 2.0,
         steps_per_epoch: int = 100,
@@ -96,11 +100,12 @@ class ArmijoLineSearch(DirectionalOptimizer):
         super().__init__(learning_rate=1.0, name=name, **kwargs)
         self.c = check_open_unit("c", c)
         self.shrink = check_open_unit("shrink", shrink)
-        self.initial_step = check_positive("initial_step", initial_step)
+        self.initial_step = scales.check_scale("initial_step", initial_step)
         if max_step is None:
             max_step = 10.0 if self.direction_optimizer is None else 1.0
-        self.max_step = check_positive("max_step", max_step)
-        if self.initial_step > self.max_step:
+        self.max_step = scales.check_scale("max_step", max_step)
+        both_fixed = not (scales.is_schedule(initial_step) or scales.is_schedule(self.max_step))
+        if both_fixed and self.initial_step > self.max_step:
             raise ValueError(f"initial_step ({initial_step}) must be <= max_step ({max_step})")
         if reset not in RESETS:
             raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
@@ -112,19 +117,22 @@ class ArmijoLineSearch(DirectionalOptimizer):
         self.max_evaluations = _check_int("max_evaluations", max_evaluations)
 
     def build_state(self, var_list: list[Any]) -> None:
+        first = scales.initial_value(self.initial_step)
         self.previous_step = self.add_variable(
-            (), initializer=keras.initializers.Constant(self.initial_step), name="previous_step"
+            (), initializer=keras.initializers.Constant(first), name="previous_step"
         )
 
     def trial_step(self) -> tf.Tensor:
         """``t₀`` of this step from the previous accepted step and the reset rule."""
         prev = tf.convert_to_tensor(self.previous_step)
         if self.reset == "reset":
-            return tf.constant(self.initial_step, prev.dtype)
+            return scales.scale_at(self.initial_step, self.iterations, prev.dtype)
         if self.reset == "keep":
             return prev
         factor = self.growth ** (1.0 / self.steps_per_epoch)
-        return tf.minimum(prev * factor, self.max_step)
+        return tf.minimum(
+            prev * factor, scales.scale_at(self.max_step, self.iterations, prev.dtype)
+        )
 
     def compute_step_size(
         self, ctx: StepContext, loss: tf.Tensor, direction: list[tf.Tensor], slope: tf.Tensor
@@ -150,8 +158,8 @@ class ArmijoLineSearch(DirectionalOptimizer):
         config.update(
             c=self.c,
             shrink=self.shrink,
-            initial_step=self.initial_step,
-            max_step=self.max_step,
+            initial_step=scales.serialize_scale(self.initial_step),
+            max_step=scales.serialize_scale(self.max_step),
             reset=self.reset,
             growth=self.growth,
             steps_per_epoch=self.steps_per_epoch,
@@ -181,6 +189,9 @@ class WolfeLineSearch(DirectionalOptimizer):
       max_step: largest step bracketing may reach.
       max_evaluations: budget of trial points per step.
 
+    ``initial_step``, ``max_initial_step`` and ``max_step`` may be Keras
+    ``LearningRateSchedule`` objects, evaluated at ``iterations``.
+
     Reference:
       J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, ch. 3.
     """
@@ -191,9 +202,9 @@ class WolfeLineSearch(DirectionalOptimizer):
         self,
         c1: float = 1e-4,
         c2: float = 0.9,
-        initial_step: float = 1.0,
-        max_initial_step: float = 1.0,
-        max_step: float = 100.0,
+        initial_step: Any = 1.0,
+        max_initial_step: Any = 1.0,
+        max_step: Any = 100.0,
         max_evaluations: int = 20,
         name: str | None = None,
         **kwargs: Any,
@@ -204,9 +215,9 @@ class WolfeLineSearch(DirectionalOptimizer):
         self.c2 = check_open_unit("c2", c2)
         if not self.c1 < self.c2:
             raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
-        self.initial_step = check_positive("initial_step", initial_step)
-        self.max_initial_step = check_positive("max_initial_step", max_initial_step)
-        self.max_step = check_positive("max_step", max_step)
+        self.initial_step = scales.check_scale("initial_step", initial_step)
+        self.max_initial_step = scales.check_scale("max_initial_step", max_initial_step)
+        self.max_step = scales.check_scale("max_step", max_step)
         self.max_evaluations = _check_int("max_evaluations", max_evaluations)
 
     def build_state(self, var_list: list[Any]) -> None:
@@ -222,8 +233,8 @@ class WolfeLineSearch(DirectionalOptimizer):
         usable = tf.math.is_finite(guess) & (guess > 0)
         t0 = tf.where(
             usable,
-            tf.minimum(guess, tf.constant(self.max_initial_step, loss.dtype)),
-            tf.constant(self.initial_step, loss.dtype),
+            tf.minimum(guess, scales.scale_at(self.max_initial_step, self.iterations, loss.dtype)),
+            scales.scale_at(self.initial_step, self.iterations, loss.dtype),
         )
         result = line_search.strong_wolfe(
             lambda t: ctx.loss_and_slope_at(t, direction),
@@ -233,7 +244,7 @@ class WolfeLineSearch(DirectionalOptimizer):
             c1=self.c1,
             c2=self.c2,
             max_evaluations=self.max_evaluations,
-            max_step=self.max_step,
+            max_step=scales.scale_at(self.max_step, self.iterations, loss.dtype),
         )
         self.previous_loss.assign(tf.cast(loss, self.previous_loss.dtype))
         ctx.metrics["evaluations"] = result.evaluations
@@ -244,9 +255,9 @@ class WolfeLineSearch(DirectionalOptimizer):
         config.update(
             c1=self.c1,
             c2=self.c2,
-            initial_step=self.initial_step,
-            max_initial_step=self.max_initial_step,
-            max_step=self.max_step,
+            initial_step=scales.serialize_scale(self.initial_step),
+            max_initial_step=scales.serialize_scale(self.max_initial_step),
+            max_step=scales.serialize_scale(self.max_step),
             max_evaluations=self.max_evaluations,
         )
         return config
@@ -275,6 +286,8 @@ class PolyakStep(DirectionalOptimizer):
       growth: τ of the smoothing (paper: 2).
       steps_per_epoch: mini-batches per epoch for the smoothing.
 
+    ``max_step`` (γ_b) may be a Keras ``LearningRateSchedule``, evaluated at ``iterations``.
+
     Reference:
       N. Loizou, S. Vaswani, I. Laradji, S. Lacoste-Julien, "Stochastic Polyak Step-size for
       SGD: An Adaptive Learning Rate for Fast Convergence", AISTATS 2021.
@@ -291,7 +304,7 @@ class PolyakStep(DirectionalOptimizer):
         self,
         c: float = 0.5,
         min_loss: float = 0.0,
-        max_step: float = 1.0,
+        max_step: Any = 1.0,
         smooth: bool = False,
         growth: float = 2.0,
         steps_per_epoch: int = 100,
@@ -304,7 +317,7 @@ class PolyakStep(DirectionalOptimizer):
         self.min_loss = float(min_loss)
         if self.min_loss != self.min_loss or abs(self.min_loss) == float("inf"):
             raise ValueError(f"min_loss must be finite, got {min_loss}")
-        self.max_step = check_positive("max_step", max_step)
+        self.max_step = scales.check_scale("max_step", max_step)
         self.smooth = bool(smooth)
         self.growth = check_positive("growth", growth)
         if self.growth < 1:
@@ -312,8 +325,9 @@ class PolyakStep(DirectionalOptimizer):
         self.steps_per_epoch = _check_int("steps_per_epoch", steps_per_epoch)
 
     def build_state(self, var_list: list[Any]) -> None:
+        first = scales.initial_value(self.max_step)
         self.previous_step = self.add_variable(
-            (), initializer=keras.initializers.Constant(self.max_step), name="previous_step"
+            (), initializer=keras.initializers.Constant(first), name="previous_step"
         )
 
     def compute_step_size(
@@ -322,7 +336,7 @@ class PolyakStep(DirectionalOptimizer):
         gap = tf.maximum(loss - tf.constant(self.min_loss, loss.dtype), 0.0)
         denom = tf.constant(self.c, loss.dtype) * (-slope)
         polyak = tf.where(denom > 0, gap / tf.where(denom > 0, denom, 1.0), 0.0)
-        cap = tf.constant(self.max_step, loss.dtype)
+        cap = scales.scale_at(self.max_step, self.iterations, loss.dtype)
         if self.smooth:
             factor = self.growth ** (1.0 / self.steps_per_epoch)
             cap = tf.minimum(tf.cast(self.previous_step, loss.dtype) * factor, cap)
@@ -337,7 +351,7 @@ class PolyakStep(DirectionalOptimizer):
         config.update(
             c=self.c,
             min_loss=self.min_loss,
-            max_step=self.max_step,
+            max_step=scales.serialize_scale(self.max_step),
             smooth=self.smooth,
             growth=self.growth,
             steps_per_epoch=self.steps_per_epoch,

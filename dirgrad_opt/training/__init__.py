@@ -14,16 +14,21 @@ Contract::
   ``train.seed``, ``train.jit_compile``... (see its docstring). Same loop, metrics and cost
   counting for closure optimizers (``minimize``) and stock Keras optimizers (gradients).
 * Workdir: ``config.gin``, ``operative_config.gin``, ``metrics.jsonl``, ``result.json``,
-  ``tensorboard/``, ``checkpoints/``. Deterministic resume by rerunning the same command.
+  ``tensorboard/``, ``checkpoints/``, and ``model.keras`` (the final model with its optimizer
+  state) once complete. Deterministic resume by rerunning the same command.
+* :func:`load_run` ``(workdir) -> Run(model, optimizer, operative_config, result)``.
+* ``train.loss``: a Keras loss name, ``keras.losses.Loss`` or ``(y_true, y_pred)`` function.
 * :mod:`~dirgrad_opt.training.registry` registers every Keras and dirgrad_opt optimizer and
-  every Keras learning-rate schedule with gin (``@Adam()``, ``@ArmijoLineSearch()``...).
+  every Keras learning-rate schedule with gin (``@Adam()``, ``@ArmijoLineSearch()``...);
+  :func:`register_optimizer` adds your own.
 * Errors: :class:`ConfigError` (bad configuration, raised before anything is written),
   :class:`TrainingDiverged` (NaN/inf loss; ``result.json`` says ``"diverged"``).
 """
 
+from dirgrad_opt.training.artifacts import MODEL_FILE, Run, load_run
 from dirgrad_opt.training.errors import ConfigError, TrainingDiverged, one_line
 from dirgrad_opt.training.loop import run, train
-from dirgrad_opt.training.registry import register_optimizers
+from dirgrad_opt.training.registry import register_optimizer, register_optimizers
 from dirgrad_opt.training.schema import (
     SCHEMA_VERSION,
     SchemaError,
@@ -34,13 +39,17 @@ from dirgrad_opt.training.schema import (
 )
 
 __all__ = [
+    "MODEL_FILE",
     "SCHEMA_VERSION",
     "ConfigError",
+    "Run",
     "SchemaError",
     "TrainingDiverged",
+    "load_run",
     "one_line",
     "read_metrics",
     "read_result",
+    "register_optimizer",
     "register_optimizers",
     "run",
     "train",

@@ -42,9 +42,9 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
 import dirgrad_opt
-from dirgrad_opt.data import Dataset, load_dataset
-from dirgrad_opt.models import create_model, loss_for_task, metrics_for_task
-from dirgrad_opt.training import schema, steps
+from dirgrad_opt.data import Dataset, load_dataset, short_repr
+from dirgrad_opt.models import create_model, metrics_for_task, resolve_loss
+from dirgrad_opt.training import artifacts, schema, steps
 from dirgrad_opt.training.errors import ConfigError, TrainingDiverged, one_line
 from dirgrad_opt.training.registry import register_optimizers
 
@@ -214,6 +214,7 @@ def train(
     dataset: Callable[..., Dataset] = load_dataset,
     model: Callable[..., keras.Model] = create_model,
     optimizer: Any = gin.REQUIRED,
+    loss: Any = None,
     num_steps: int = gin.REQUIRED,
     batch_size: int | None = None,
     eval_every: int = 1000,
@@ -247,6 +248,10 @@ def train(
         initial weights are seeded with ``seed``.
       optimizer: a Keras optimizer instance (gin: ``@Adam()``, ``@ArmijoLineSearch()``), or a
         zero-argument callable returning one.
+      loss: ``None`` for the task's loss (cross-entropy from logits, mean squared error,
+        the analytic objective), a Keras loss name (``'mean_squared_error'``), a
+        ``keras.losses.Loss`` or a function ``(y_true, y_pred) -> loss``; see
+        :func:`dirgrad_opt.models.resolve_loss`. Used for training and evaluation.
       num_steps: training steps (# mini-batches).
       batch_size: examples per step; ``None`` keeps the dataset's own (``load_dataset.
         batch_size``); a value here overrides it.
@@ -286,6 +291,7 @@ def train(
         "batch_metrics": _as_bool("batch_metrics", batch_metrics),
         "allow_stateful_layers": _as_bool("allow_stateful_layers", allow_stateful_layers),
         "deterministic": _as_bool("deterministic", deterministic),
+        "loss": loss,
     }
     if not isinstance(progress_every_s, int | float) or not progress_every_s > 0:
         raise ConfigError(f"train.progress_every_s must be > 0 seconds, got {progress_every_s!r}")
@@ -388,11 +394,15 @@ class _Runner:
         with _quiet_absl():
             ds = dataset_fn(**kwargs)
         if not isinstance(ds, Dataset):
-            raise ConfigError(f"train.dataset must return a dirgrad_opt Dataset, got {ds!r}")
+            raise ConfigError(
+                f"train.dataset must return a dirgrad_opt Dataset, got {short_repr(ds)}; to train "
+                "on your own arrays, dirgrad_opt.register_dataset(name, fn) and bind "
+                "load_dataset.name = 'name'"
+            )
         keras.utils.set_random_seed(o["seed"])
         net = model_fn(ds.input_shape, ds.num_outputs)
         if not isinstance(net, keras.Model):
-            raise ConfigError(f"train.model must return a keras.Model, got {net!r}")
+            raise ConfigError(f"train.model must return a keras.Model, got {short_repr(net)}")
         if not isinstance(optimizer, keras.optimizers.Optimizer) and callable(optimizer):
             optimizer = optimizer()
         steps.check_optimizer(optimizer)
@@ -406,7 +416,7 @@ class _Runner:
             )
         optimizer.build(net.trainable_variables)
 
-        loss_fn = loss_for_task(ds.task)
+        loss_fn = resolve_loss(o["loss"], ds.task)
         metrics = metrics_for_task(ds.task)
         step = steps.make_step(net, optimizer, loss_fn, metrics, o["batch_metrics"])
         # Traced once here (autograph off: the step has no Python control flow on tensors); the
@@ -758,6 +768,8 @@ class _Runner:
             "versions": library_versions(),
         }
         self.writer.flush()
+        if status == "complete":
+            artifacts.save_final_model(self.workdir, self.model, self.optimizer)
         schema.write_result(self.workdir / schema.RESULT_FILE, result)
         if status == "complete":
             logging.info(

@@ -17,8 +17,13 @@ Registered (module ``keras.optimizers`` / ``keras.optimizers.schedules`` / ``dir
   ``RMSprop``, ``Adagrad``, ``Nadam``, ``Lion``...; not the wrappers ``LossScaleOptimizer``,
   ``MultiOptimizer``);
 * every Keras ``LearningRateSchedule`` (``ExponentialDecay``, ``CosineDecay``...);
-* every ``keras.optimizers.Optimizer`` subclass in ``dirgrad_opt.optimizers.__all__`` (call
-  :func:`register_optimizers` again after adding one at run time).
+* every ``keras.optimizers.Optimizer`` subclass in ``dirgrad_opt.optimizers.__all__``;
+* every Keras loss class (``MeanSquaredError``, ``Huber``...; gin module ``keras.losses``), for
+  ``train.loss = @Huber()``;
+* your own optimizer (or schedule) classes, with :func:`register_optimizer` (a function or a
+  class decorator; gin module = the class's module). It also registers the class with Keras
+  serialization (package = its module) unless it already is, so ``.keras`` files of it load
+  wherever the module is imported.
 
 Each name is registered as a *factory* that returns an instance of the real class (so
 ``type(opt) is keras.optimizers.Adam``), with two conveniences over registering the class
@@ -61,6 +66,7 @@ _SKIPPED_KERAS = frozenset({"Optimizer", "LossScaleOptimizer", "MultiOptimizer",
 
 #: name -> registered factory, for every configurable this module registered.
 REGISTERED: dict[str, Callable[..., Any]] = {}
+_LOSSES_REGISTERED: set[str] = set()
 
 
 def constructor_parameters(cls: type) -> list[inspect.Parameter]:
@@ -153,6 +159,66 @@ def _register(cls: type, module: str) -> None:
     REGISTERED[name] = gin.external_configurable(factory, name=name, module=module)
 
 
+def register_optimizer(cls: type | None = None, *, name: str | None = None) -> Any:
+    """Makes an optimizer class usable from gin (``@MyOptimizer()``) with the built-ins' checks.
+
+    Usable as ``register_optimizer(MyOptimizer)``, ``@register_optimizer`` or
+    ``@register_optimizer(name="Other")``. Bindings are checked like the built-ins': an unknown
+    parameter name is an error naming the class, an int bound to a float parameter is
+    converted. Registering the same class twice is a no-op.
+
+    Args:
+      cls: a ``keras.optimizers.Optimizer`` subclass (typically a ``DirectionalOptimizer``
+        subclass) or a ``LearningRateSchedule`` subclass.
+      name: the gin name; default the class name.
+
+    Returns:
+      ``cls`` itself (so the decorator leaves the class unchanged).
+
+    Raises:
+      TypeError: ``cls`` is not such a class.
+      ValueError: ``name`` is already registered to another class (e.g. a built-in).
+    """
+    if cls is None:
+        return lambda klass: register_optimizer(klass, name=name)
+    bases = (keras.optimizers.Optimizer, keras.optimizers.schedules.LearningRateSchedule)
+    if not (isinstance(cls, type) and issubclass(cls, bases)):
+        text = repr(cls)
+        raise TypeError(
+            "register_optimizer expects a keras.optimizers.Optimizer (or LearningRateSchedule) "
+            f"subclass, got {text if len(text) <= 200 else text[:197] + '...'}"
+        )
+    name = name or cls.__name__
+    existing = REGISTERED.get(name)
+    if existing is not None:
+        owner = getattr(existing, "wrapped_class", None)
+        if owner is cls:
+            return cls
+        raise ValueError(
+            f"register_optimizer: the gin name {name!r} is already taken by "
+            f"{getattr(owner, '__module__', '?')}.{getattr(owner, '__qualname__', name)}; "
+            "rename the class or pass name=..."
+        )
+    if keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
+        keras.saving.register_keras_serializable(package=cls.__module__)(cls)
+    factory = make_factory(cls)
+    REGISTERED[name] = gin.external_configurable(factory, name=name, module=cls.__module__)
+    return cls
+
+
+def keras_loss_classes() -> list[type]:
+    """The Keras loss classes (the ``Loss`` base and wrappers excluded)."""
+    base = keras.losses.Loss
+    return [
+        obj
+        for name in dir(keras.losses)
+        if isinstance(obj := getattr(keras.losses, name), type)
+        and issubclass(obj, base)
+        and obj is not base
+        and name != "LossFunctionWrapper"
+    ]
+
+
 def keras_optimizer_classes() -> list[type]:
     """The stock Keras optimizer classes registered here (wrappers excluded)."""
     classes = []
@@ -203,6 +269,10 @@ def register_optimizers() -> dict[str, Callable[..., Any]]:
         _register(cls, "keras.optimizers.schedules")
     for cls in dirgrad_optimizer_classes():
         _register(cls, "dirgrad_opt")
+    for cls in keras_loss_classes():
+        if cls.__name__ not in _LOSSES_REGISTERED:
+            gin.external_configurable(cls, name=cls.__name__, module="keras.losses")
+            _LOSSES_REGISTERED.add(cls.__name__)
     return dict(REGISTERED)
 
 
