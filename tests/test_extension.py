@@ -437,7 +437,7 @@ def test_keras_fit_logs_every_scalar_of_the_rule():
 
 # -- schedules for step scales ------------------------------------------------------------------
 def test_line_search_scales_accept_schedules():
-    piecewise = keras.optimizers.schedules.PiecewiseConstantDecay([1], [1.0, 0.01])  # 1 while step <= 1
+    piecewise = keras.optimizers.schedules.PiecewiseConstantDecay([1], [1.0, 0.01])  # 1 to step 1
     opt = optimizers.PolyakStep(max_step=piecewise)
     w = tf.Variable([3.0, -2.0])
     # f* = 0 underestimates min L = 1, so the Polyak step grows past the cap near w = 0.

@@ -44,3 +44,16 @@ def test_core_module_exports():
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)
     assert dirgrad_opt.__version__
+
+
+def test_extension_api_exports():
+    """The registration API and run loading are public (issue 9)."""
+    from dirgrad_opt import data, keras_fit, models, training
+
+    assert {"register_optimizer", "register_dataset", "register_model"} <= set(dirgrad_opt.__all__)
+    for name in ("register_optimizer", "register_dataset", "register_model"):
+        assert callable(getattr(dirgrad_opt, name)) and getattr(dirgrad_opt, name).__doc__
+    assert {"load_run", "Run", "register_optimizer", "MODEL_FILE"} <= set(training.__all__)
+    assert {"register_dataset", "USER_DATASETS"} <= set(data.__all__)
+    assert {"register_model", "resolve_loss"} <= set(models.__all__)
+    assert "step_logs" in keras_fit.__all__
