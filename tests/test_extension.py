@@ -343,8 +343,18 @@ def test_subclass_arguments_round_trip_without_get_config():
     assert config["scale"] == 3.0
     again = _Scaled.from_config(json.loads(json.dumps(config)))
     assert again.scale == 3.0 and isinstance(again._learning_rate, type(schedule))
-    # Arguments of every class along the hierarchy, most derived winning.
-    assert optimizers.ArmijoLineSearch(c=0.3).get_config()["c"] == 0.3
+    # Arguments of every class along the hierarchy (none writes get_config), most derived
+    # winning: the middle class's argument arrives through **kwargs.
+
+    class Outer(_Scaled):
+        def __init__(self, offset: float = 0.0, **kwargs):
+            super().__init__(**kwargs)
+            self.offset = offset
+
+    config = Outer(offset=0.5, scale=4.0).get_config()
+    assert (config["offset"], config["scale"]) == (0.5, 4.0)
+    again = Outer.from_config(config)
+    assert (again.offset, again.scale) == (0.5, 4.0)
 
 
 def test_an_argument_get_config_cannot_carry_is_refused_at_construction():
