@@ -472,3 +472,10 @@ def test_line_search_scales_accept_schedules():
     assert optimizers.WolfeLineSearch.from_config(wolfe.get_config()).max_step.decay_steps == 100
     with pytest.raises(ValueError, match="max_step"):
         optimizers.PolyakStep(max_step=-1.0)
+
+
+def test_one_line_bounds_a_huge_value_and_keeps_both_ends():
+    error = ValueError("bad value " + repr(np.zeros(10**4)) + "\n  In file 'x.gin', line 3")
+    line = training.one_line(error)
+    assert len(line) <= 1000
+    assert line.startswith("ValueError: bad value") and line.endswith("In file 'x.gin', line 3")

@@ -38,8 +38,20 @@ def one_line(error: BaseException) -> str:
     lines = [line for line in lines if line.strip("^ ") and line not in _NOISE]
     text = " | ".join(lines)
     if isinstance(error, ConfigError):
-        return text
+        return _bounded(text)
     if isinstance(error, KeyError) and text.startswith(("'", '"')):
         text = text.strip("'\"")
     name = type(error).__name__
-    return f"{name}: {text}" if text else name
+    return _bounded(f"{name}: {text}" if text else name)
+
+
+#: Longest line :func:`one_line` returns; longer ones lose their middle (a printed array...).
+MAX_LINE = 1000
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_LINE:
+        return text
+    cut = len(text) - MAX_LINE
+    half = (MAX_LINE - 40) // 2
+    return f"{text[:half]} ...[{cut} characters cut]... {text[-half:]}"
