@@ -130,6 +130,16 @@ def user_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _save_directional_model(path: Path) -> None:
+    from dirgrad_opt.keras_fit import DirectionalModel
+
+    inputs = keras.Input((3,))
+    model = DirectionalModel(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer=optimizers.PolyakStep(max_step=0.5), loss="mse")
+    model.fit(np.ones((8, 3)), np.zeros((8, 2)), batch_size=4, epochs=1, verbose=0)
+    model.save(path)
+
+
 # -- the whole flow through the real command ---------------------------------------------------
 @pytest.mark.slow
 def test_user_optimizer_and_dataset_train_save_and_reload_in_a_fresh_process(user_dir):
@@ -149,12 +159,18 @@ def test_user_optimizer_and_dataset_train_save_and_reload_in_a_fresh_process(use
     assert result["optimizer"]["config"]["beta"] == 0.25  # no get_config written by the user
     assert result["final"]["test_accuracy"] > 0.5
     assert (workdir / "model.keras").is_file()
+    _save_directional_model(user_dir / "dm.keras")
 
-    # A fresh process: the user module registers its class, dirgrad_opt its own.
+    # A fresh process: `import dirgrad_opt` alone loads a DirectionalModel file (keras_fit not
+    # imported by hand); then the user module registers its class for load_run.
     check = _python(
         user_dir,
         """
         import json
+        import keras
+        import dirgrad_opt
+        m = keras.models.load_model("dm.keras")
+        print(type(m).__name__, type(m.optimizer).__name__, int(m.optimizer.iterations))
         import my_opt
         from dirgrad_opt import training
         run = training.load_run("run")
@@ -169,7 +185,9 @@ def test_user_optimizer_and_dataset_train_save_and_reload_in_a_fresh_process(use
         """,
     )
     assert check.returncode == 0, check.stderr[-3000:]
-    loaded = json.loads(check.stdout.strip().splitlines()[-1])
+    lines = check.stdout.strip().splitlines()
+    assert lines[-2].split() == ["DirectionalModel", "PolyakStep", "2"]
+    loaded = json.loads(lines[-1])
     assert loaded["type"] == "MomentumArmijo"
     assert loaded["beta"] == 0.25 and loaded["max_step"] == 2.0
     assert loaded["iterations"] == 40
@@ -195,27 +213,6 @@ def test_mean_squared_error_trains_a_registered_regression_dataset(user_dir):
     assert evals[-1]["test_loss"] < 0.5 * evals[0]["test_loss"]
     operative = (user_dir / "reg" / "operative_config.gin").read_text()
     assert "train.loss = 'mean_squared_error'" in operative
-
-
-def test_directional_model_loads_in_a_fresh_process_with_only_import_dirgrad_opt(tmp_path):
-    from dirgrad_opt.keras_fit import DirectionalModel
-
-    inputs = keras.Input((3,))
-    model = DirectionalModel(inputs, keras.layers.Dense(2)(inputs))
-    model.compile(optimizer=optimizers.PolyakStep(max_step=0.5), loss="mse")
-    model.fit(np.ones((8, 3)), np.zeros((8, 2)), batch_size=4, epochs=1, verbose=0)
-    model.save(tmp_path / "m.keras")
-    proc = _python(
-        tmp_path,
-        """
-        import keras
-        import dirgrad_opt
-        m = keras.models.load_model("m.keras")
-        print(type(m).__name__, type(m.optimizer).__name__, int(m.optimizer.iterations))
-        """,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split()[-3:] == ["DirectionalModel", "PolyakStep", "2"]
 
 
 # -- registration API ---------------------------------------------------------------------------
