@@ -269,6 +269,14 @@ def test_register_dataset_infers_the_task_and_loads_by_name():
     _, y = next(iter(ds.train))
     assert y.shape == (10, 2) and y.dtype == tf.float32
 
+    def scaled(scale=1.0):  # the function's own parameters are gin-bindable under its name
+        return (x[:40] * scale, x[:40, 0]), (x[40:] * scale, x[40:, 0])
+
+    dirgrad_opt.register_dataset("ext_scaled", scaled)
+    gin.parse_config(["ext_scaled.scale = 3.0"])
+    xb, _ = next(iter(load_dataset("ext_scaled", batch_size=40, seed=0).train_eval))
+    np.testing.assert_allclose(xb.numpy(), 3.0 * x[:40], rtol=1e-6)
+
 
 def test_bad_datasets_give_short_one_line_errors():
     from dirgrad_opt.data import load_dataset
