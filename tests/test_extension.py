@@ -484,3 +484,20 @@ def test_one_line_bounds_a_huge_value_and_keeps_both_ends():
     line = training.one_line(error)
     assert len(line) <= 1000
     assert line.startswith("ValueError: bad value") and line.endswith("In file 'x.gin', line 3")
+
+
+def test_a_model_keras_cannot_save_does_not_fail_the_run(tmp_path, monkeypatch):
+    import problems
+
+    def refuse(self, *args, **kwargs):
+        raise ValueError("this layer cannot be serialized")
+
+    monkeypatch.setattr(keras.Model, "save", refuse)
+    gin.parse_config([*problems.TINY_RUN, "train.optimizer = @Adam()", "train.num_steps = 2"])
+    assert training.run(str(tmp_path / "run"))["status"] == "complete"
+    assert not (tmp_path / "run" / "model.keras").exists()
+    assert not list((tmp_path / "run").glob("*.keras"))  # no partial file left behind
+    with pytest.raises(FileNotFoundError, match="has no model.keras"):
+        training.load_run(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        training.load_run(tmp_path / "nothing")
