@@ -436,24 +436,28 @@ def strong_wolfe(
         |phi'(t)| <= c2 · |derivative0|                (strong curvature)
 
     *Bracketing*: trials ``initial_step, 2·initial_step, 4·initial_step, ...`` (capped at
-    ``max_step``) until a trial satisfies both conditions (accept), or brackets a minimiser --
-    it violates sufficient decrease, is not lower than the previous trial, is not finite, or
-    has ``phi'(t) >= 0``. *Zoom*: keep a bracket ``(lo, hi)`` where ``lo`` is the lowest
-    trial satisfying sufficient decrease and ``phi'(lo)·(hi - lo) < 0``; try the minimiser of
-    the cubic through ``phi, phi'`` at both ends when it lies inside the bracket, else the
-    quadratic through ``phi(lo), phi'(lo), phi(hi)``, else the midpoint; when two trials in a
-    row land within 10 % of the bracket width of an end, the second is moved to that 10 %
-    margin, so the bracket shrinks geometrically. A trial whose value or derivative is not
-    finite is treated as too far (it becomes ``hi``, so the next trial bisects) and is never
-    accepted. The search also stops (unconverged) when the bracket shrinks to rounding level
-    or bracketing reaches ``max_step`` without meeting the conditions.
+    ``max_step``) until a trial brackets a minimiser -- it violates sufficient decrease, is not
+    lower than the previous trial (``phi(t_i) >= phi(t_{i-1})``, i > 1), is not finite, or has
+    ``phi'(t) >= 0`` -- or else satisfies both conditions (accept). *Zoom*: keep a bracket
+    ``(lo, hi)`` where ``lo`` is the lowest trial satisfying sufficient decrease and
+    ``phi'(lo)·(hi - lo) < 0``; a trial that is not lower than ``lo`` becomes ``hi``, a lower
+    one that satisfies both conditions is accepted. Trials: the minimiser of the cubic through
+    ``phi, phi'`` at both ends when it lies inside the bracket, else the quadratic through
+    ``phi(lo), phi'(lo), phi(hi)``, else the midpoint; when two trials in a row land within
+    10 % of the bracket width of an end, the second is moved to that 10 % margin, so the
+    bracket shrinks geometrically. A trial whose value or derivative is not finite is treated
+    as too far (it becomes ``hi``, so the next trial bisects) and is never accepted. The search
+    also stops (unconverged) when the bracket shrinks to rounding level or bracketing reaches
+    ``max_step`` without meeting the conditions. So an accepted step is lower than every trial
+    that satisfied sufficient decrease before it: on a function whose first valley lies between
+    two bracketing trials, the search zooms into the valley instead of accepting a stationary
+    point on the next hill (the bug of SciPy issue 12157, fixed there in PR 13073).
 
-    Differences from the book, both measured on the Moré–Thuente test functions
-    (``tests/test_line_search.py`` prints the table against SciPy): a bracketing trial that
-    satisfies both conditions is accepted even when it is not lower than the previous trial;
-    and the zoom keeps an interpolant close to an end once instead of bisecting at once (a
-    strict inner-80 % rule cost 263 evaluations on the 24 cases vs 199 for this rule and 234
-    for ``scipy.optimize`` -- which failed 5 of them).
+    Difference from the book, measured on the Moré–Thuente test functions
+    (``tests/test_line_search.py`` prints the table against SciPy): the zoom keeps an
+    interpolant close to an end once instead of bisecting at once (a strict inner-80 % rule
+    cost 263 evaluations on the 24 cases vs 199 for this rule and 234 for ``scipy.optimize``
+    -- which failed 5 of them).
 
     Args:
         phi: ``phi(t) -> (value, derivative)``, scalars of ``value0``'s dtype; called with a
@@ -541,6 +545,12 @@ def strong_wolfe(
             zoom_hi = tf.where(z_hi, cur, tf.where(z_flip, old_lo, old_hi))
             return pick(zoom_hi, tf.where(uphill, prev, cur))
 
+        # Accept only a trial lower than the one it is compared with (Algorithms 3.5/3.6): a
+        # bracketing trial not below the previous one, or a zoom trial not below lo, brackets
+        # instead, even when it satisfies both conditions (else the search can return the top
+        # of a hill beyond a valley it has already stepped over).
+        accept = wolfe & tf.logical_not(pick(z_hi, overshoot))
+
         lo_t = new_lo(s.lo_t, t, s.prev_t)
         hi_t = new_hi(s.hi_t, s.lo_t, t, s.prev_t)
         zooming = s.zooming | b_zoom
@@ -562,12 +572,12 @@ def strong_wolfe(
                 hi_t=hi_t,
                 hi_f=new_hi(s.hi_f, s.lo_f, f, s.prev_f),
                 hi_g=new_hi(s.hi_g, s.lo_g, g, s.prev_g),
-                best_t=tf.where(improves | wolfe, t, s.best_t),
-                best_f=tf.where(improves | wolfe, f, s.best_f),
-                best_g=tf.where(improves | wolfe, g, s.best_g),
+                best_t=tf.where(improves | accept, t, s.best_t),
+                best_f=tf.where(improves | accept, f, s.best_f),
+                best_g=tf.where(improves | accept, g, s.best_g),
                 evaluations=s.evaluations + 1,
-                done=wolfe | stop_unconverged,
-                converged=wolfe,
+                done=accept | stop_unconverged,
+                converged=accept,
                 squeezed=tf.where(s.zooming, squeezed, False),
             ),
         )

@@ -210,6 +210,46 @@ def test_strong_wolfe_more_thuente_table():
     assert total_ours <= total_scipy
 
 
+def two_valleys(t):
+    """phi(t) = -t + 2.3t² - 3.55t³ + 2.2t⁴ - 0.45t⁵, the quintic with phi(0) = 0,
+    phi'(0) = -1, phi(1) = -0.5, phi'(1) = -0.5, phi(2) = -0.4, phi'(2) = 0 (by hand: six
+    linear conditions on six coefficients). Its first valley (minimum near t = 1.362, value
+    about -0.61) lies between the bracketing trials 1 and 2, and t = 2 is the top of the next
+    hill (phi''(2) = -4.4): a strong Wolfe point, but higher than the trial at 1."""
+    return -t + 2.3 * t**2 - 3.55 * t**3 + 2.2 * t**4 - 0.45 * t**5
+
+
+def test_strong_wolfe_zooms_into_a_valley_between_bracketing_trials():
+    """Nocedal & Wright Alg. 3.5 (SciPy issue 12157): phi(2) >= phi(1) means zoom(1, 2), not
+    accepting the hill top at 2, even though it satisfies both strong Wolfe conditions."""
+    c1, c2 = 1e-4, 0.1
+    assert at(two_valleys, 2.0) == pytest.approx((-0.4, 0.0), abs=1e-12)  # a trap for Wolfe
+    calls = []
+
+    def phi_scipy(s):
+        calls.append(s)
+        return at(two_valleys, s)[0]
+
+    scipy_step, scipy_value, _, _ = scalar_search_wolfe2(
+        phi_scipy, lambda s: at(two_valleys, s)[1], 0.0, None, -1.0, c1=c1, c2=c2
+    )
+    ours = line_search.strong_wolfe(
+        with_derivative(two_valleys),
+        tf.constant(0.0, tf.float64),
+        tf.constant(-1.0, tf.float64),
+        c1=c1,
+        c2=c2,
+    )
+    assert calls[:2] == [1.0, 2.0]  # SciPy brackets with the same trials, then zooms
+    assert 1.0 < scipy_step < 2.0 and scipy_value < -0.5
+    assert bool(ours.converged)
+    assert_strong_wolfe(two_valleys, ours, c1, c2)
+    assert 1.0 < float(ours.step) < 2.0
+    assert float(ours.value) < at(two_valleys, 1.0)[0]  # lower than every trial before it
+    assert float(ours.value) == pytest.approx(scipy_value, abs=0.01)  # same valley as SciPy
+    assert int(ours.evaluations) <= len(calls)
+
+
 # --------------------------------------------------------------------------------------------
 # Quadratic and Rosenbrock along a line, against scipy.optimize.line_search
 # --------------------------------------------------------------------------------------------
