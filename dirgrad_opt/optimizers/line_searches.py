@@ -33,6 +33,27 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def carried_step(
+    result: line_search.LineSearchResult, t0: tf.Tensor, shrink: float, previous: tf.Tensor
+) -> tf.Tensor:
+    """The step an SLS search hands to the next one (before the reset rule grows it).
+
+    * converged: the accepted step ``t``;
+    * failed after ``n ≥ 1`` trials ``t₀, t₀β, …, t₀βⁿ⁻¹`` (none met Armijo, even if one
+      decreased the loss and was taken): ``t₀βⁿ``, the trial backtracking would have made next,
+      so the next search continues below the smallest step already rejected instead of
+      starting over near ``t₀`` (which cost another full budget of rejected trials);
+    * no trial at all (not a descent direction): ``previous``, unchanged.
+
+    With ``reset="grow"`` the next trial is then ``t₀βⁿ·γ^(1/steps_per_epoch)``, still below the
+    smallest rejected step ``t₀βⁿ⁻¹`` whenever ``β·γ^(1/steps_per_epoch) < 1``.
+    """
+    n = tf.cast(result.evaluations, t0.dtype)
+    below_smallest = t0 * tf.pow(tf.constant(shrink, t0.dtype), n)
+    failed = tf.where(result.evaluations > 0, below_smallest, previous)
+    return tf.where(result.converged, result.step, failed)
+
+
 @keras.saving.register_keras_serializable(package="dirgrad_opt")
 class ArmijoLineSearch(DirectionalOptimizer):
     """Stochastic Armijo line search (SLS), Vaswani et al. 2019.
@@ -63,7 +84,9 @@ class ArmijoLineSearch(DirectionalOptimizer):
       growth: γ of the ``"grow"`` reset (paper: 2).
       steps_per_epoch: n_batches of the ``"grow"`` reset (mini-batches per epoch).
       max_evaluations: budget of trial steps per step; when exhausted, the best decreasing
-        step seen is taken and ``accepted`` is False (the loss never goes up).
+        step seen is taken and ``accepted`` is False (the loss never goes up), and the next
+        step's search starts below the smallest step this one rejected (:func:`carried_step`).
+        ``minimize`` reports ``accepted`` (Armijo met) and ``evaluations`` (trials) per step.
 
     ``initial_step`` and ``max_step`` may be Keras ``LearningRateSchedule`` objects, evaluated at
     ``iterations`` (see :mod:`dirgrad_opt.optimizers.scales`).
@@ -147,8 +170,7 @@ class ArmijoLineSearch(DirectionalOptimizer):
             shrink=self.shrink,
             max_evaluations=self.max_evaluations,
         )
-        # A step of 0 (no decrease found) keeps the trial step for next time rather than 0.
-        keep = tf.where(result.step > 0, result.step, t0 * self.shrink)
+        keep = carried_step(result, t0, self.shrink, tf.cast(self.previous_step, loss.dtype))
         self.previous_step.assign(tf.cast(tf.maximum(keep, 1e-12), self.previous_step.dtype))
         ctx.metrics["evaluations"] = result.evaluations
         return result.step, result.converged
