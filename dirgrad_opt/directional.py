@@ -55,6 +55,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import keras
+import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
@@ -216,7 +217,29 @@ def _check_variables(variables: Any) -> list[Any]:
                 f"variable '{name}' has dtype {tf.as_dtype(v.dtype).name}; directional "
                 "derivatives need floating-point variables"
             )
+    _check_one_dtype(names, leaves)
     return leaves
+
+
+def _check_one_dtype(names: list[str], leaves: list[Any]) -> None:
+    """ValueError naming the variables when they do not share one floating dtype.
+
+    ∇L·v sums per-variable products, and TensorFlow does not add a float32 to a float64 (a
+    raw ``AddN`` error deep inside a step otherwise).
+    """
+    by_dtype: dict[str, list[str]] = {}
+    for name, v in zip(names, leaves, strict=True):
+        by_dtype.setdefault(tf.as_dtype(v.dtype).name, []).append(name)
+    if len(by_dtype) > 1:
+        listed = "; ".join(
+            f"{dtype}: {', '.join(repr(n) for n in group[:4])}{' ...' if len(group) > 4 else ''}"
+            for dtype, group in by_dtype.items()
+        )
+        raise ValueError(
+            f"variables have mixed dtypes ({listed}); directional derivatives and the "
+            "optimizers need one floating dtype for all variables: create them with one dtype "
+            "(or cast), or optimise each dtype's variables separately"
+        )
 
 
 def _as_direction(direction: Any, variables: Any, leading_dims: int) -> Any:
@@ -344,7 +367,7 @@ def default_fd_step(
     """
     leaves = tree.flatten(variables)
     dtype = tf.as_dtype(leaves[0].dtype)
-    eps = float(np.finfo(dtype.as_numpy_dtype).eps)
+    eps = float(ml_dtypes.finfo(dtype.as_numpy_dtype).eps)  # np.finfo has no bfloat16
     power = 1.0 / 3.0 if method == "central_difference" else 0.5
     if weight_norm is None:
         weight_norm = tree.norm([tree._value(v) for v in leaves])

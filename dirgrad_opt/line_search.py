@@ -56,7 +56,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import numpy as np
+import ml_dtypes
 import tensorflow as tf
 
 __all__ = [
@@ -507,7 +507,8 @@ def strong_wolfe(
     descent = _descent(value0, derivative0)
     curvature_bound = -c2 * derivative0  # = c2 · |phi'(0)| when descending
     # The zoom stops when the bracket is this small relative to its ends (rounding level).
-    bracket_rtol = tf.constant(4.0 * np.finfo(dtype.as_numpy_dtype).eps, dtype)
+    # ml_dtypes.finfo also knows bfloat16 (NumPy's finfo does not: not a NumPy dtype).
+    bracket_rtol = tf.constant(4.0 * float(ml_dtypes.finfo(dtype.as_numpy_dtype).eps), dtype)
     zero = tf.zeros([], dtype)
 
     def cond(s: _WolfeState) -> tf.Tensor:

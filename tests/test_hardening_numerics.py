@@ -1,12 +1,12 @@
 """Issue 10, points 5 (optimizer part) and 9: a failed Armijo search carries its smallest
-rejected step forward, and the searches run on bfloat16 and refuse mixed-precision variables."""
+rejected step forward; the searches run on bfloat16 variables and refuse mixed dtypes."""
 
 from __future__ import annotations
 
 import pytest
 import tensorflow as tf
 
-from dirgrad_opt import optimizers
+from dirgrad_opt import directional, optimizers
 
 
 def _failing_square(max_evaluations: int = 3):
@@ -41,3 +41,41 @@ def test_search_without_a_trial_keeps_its_step():
     info = opt.minimize(lambda: tf.reduce_sum(w**2), [w])
     assert int(info["evaluations"]) == 0
     assert float(opt.previous_step) == pytest.approx(0.3)
+
+
+def test_bfloat16_wolfe_step_and_central_difference():
+    """np.finfo knows no bfloat16 (an ml_dtypes type); both used to raise 'not inexact'."""
+    w = tf.Variable([1.0, -2.0], dtype=tf.bfloat16)
+
+    def loss_fn():
+        return tf.reduce_sum((w - 0.5) ** 2)
+
+    _, d = directional.directional_derivative(
+        loss_fn, [w], [tf.ones(2, tf.bfloat16)], method="central_difference"
+    )
+    assert d.dtype == tf.bfloat16
+    assert float(d) == pytest.approx(2 * (0.5 - 2.5), abs=0.1)  # 2(w − ½)·v, bf16 precision
+    opt = optimizers.WolfeLineSearch()
+    info = opt.minimize(loss_fn, [w])
+    assert bool(info["accepted"]) and int(info["evaluations"]) >= 1
+    assert float(loss_fn()) < 0.01 * 6.5  # exact on a quadratic up to bf16 rounding
+
+
+@pytest.mark.parametrize("method", ["reverse", "forward", "central_difference"])
+def test_mixed_float32_float64_variables_are_refused_by_name(method):
+    a = tf.Variable([1.0], dtype=tf.float32, name="a")
+    b = tf.Variable([1.0], dtype=tf.float64, name="b")
+
+    def loss_fn():
+        return tf.reduce_sum(a**2) + tf.cast(tf.reduce_sum(b**2), tf.float32)
+
+    match = r"mixed dtypes \(float32: 'a'; float64: 'b'\)"
+    with pytest.raises(ValueError, match=match):
+        directional.directional_derivative(
+            loss_fn, [a, b], [tf.ones(1, tf.float32), tf.ones(1, tf.float64)], method=method
+        )
+    if method == "reverse":
+        for opt in (optimizers.WolfeLineSearch(), optimizers.ArmijoLineSearch()):
+            with pytest.raises(ValueError, match=match):
+                opt.minimize(loss_fn, [a, b])
+    assert float(a[0]) == 1.0 and float(b[0]) == 1.0  # nothing moved
