@@ -14,12 +14,14 @@ others; ``--retry_failed`` reruns them.
 
 Exit codes: 0 every trial ran to an end (some may have failed or diverged: see summary.md);
 1 the report could not be written; 2 bad flags or sweep file, or an unreachable Ray cluster
-(nothing run); 130 interrupted (rerun to resume).
+(nothing run); 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) interrupted: the running trials got
+SIGTERM, checkpointed and are marked ``interrupted`` (rerun to resume).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -37,6 +39,9 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials at a time on this machin
 _BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where trials run.")
 _RAY_ADDRESS = flags.DEFINE_string(
     "ray_address", None, "Existing Ray cluster ('auto', 'ray://host:10001'); default: a local one."
+)
+_RAY_CONNECT_TIMEOUT = flags.DEFINE_float(
+    "ray_connect_timeout_s", 10.0, "Ray: give up on --ray_address after this long (exit 2)."
 )
 _CPUS_PER_TRIAL = flags.DEFINE_integer(
     "cpus_per_trial", 1, "Ray: CPUs requested per trial (and its thread limit).", lower_bound=1
@@ -60,7 +65,6 @@ flags.mark_flags_as_required(["sweep_file", "workdir"])
 
 EXIT_REPORT_FAILED = 1
 EXIT_CONFIG_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str, code: int) -> None:
@@ -72,7 +76,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", EXIT_CONFIG_ERROR)
     from dirgrad_opt import sweeps
-    from dirgrad_opt.sweeps import backends, records, summary
+    from dirgrad_opt.sweeps import backends, driver, records, summary
 
     logging.set_verbosity(logging.INFO)
     workdir = Path(_WORKDIR.value)
@@ -85,7 +89,12 @@ def main(argv: list[str]) -> None:
                 f"{', '.join(summary.METRICS)}"
             )
         if _BACKEND.value == "ray":
-            backend = sweeps.RayBackend(_RAY_ADDRESS.value, _PARALLEL.value, _CPUS_PER_TRIAL.value)
+            backend = sweeps.RayBackend(
+                _RAY_ADDRESS.value,
+                _PARALLEL.value,
+                _CPUS_PER_TRIAL.value,
+                connect_timeout_s=_RAY_CONNECT_TIMEOUT.value,
+            )
         else:
             backend = sweeps.LocalBackend(_PARALLEL.value, _THREADS.value)
     except (sweeps.SweepError, ValueError, ImportError) as error:
@@ -97,21 +106,28 @@ def main(argv: list[str]) -> None:
             print(trial.trial_id, " ".join(trial.gin_lines()), sep="\t")
         print(f"{len(trials)} trials", file=sys.stderr)
         return
+    received: list[int] = []  # signals caught during the sweep
     try:
-        report = sweeps.run_sweep(
-            workdir,
-            spec,
-            _GIN_FILES.value,
-            _GIN_PARAMS.value,
-            backend=backend,
-            retry_failed=_RETRY_FAILED.value,
-            sweep_file=_SWEEP_FILE.value,
-        )
+        with driver.interrupt_on_signals(received):
+            report = sweeps.run_sweep(
+                workdir,
+                spec,
+                _GIN_FILES.value,
+                _GIN_PARAMS.value,
+                backend=backend,
+                retry_failed=_RETRY_FAILED.value,
+                sweep_file=_SWEEP_FILE.value,
+            )
     except (sweeps.SweepError, backends.BackendError) as error:
         _fail(str(error), EXIT_CONFIG_ERROR)
-    except KeyboardInterrupt:
-        print("sweep: interrupted; rerun the same command to resume", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # SIGINT (Ctrl-C) or SIGTERM, via driver.SweepInterrupted
+        signum = received[0] if received else signal.SIGINT
+        print(
+            f"sweep: interrupted ({signal.Signals(signum).name}); running trials were stopped "
+            "and marked interrupted; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signum)
 
     try:
         csv_path, md_path = sweeps.write_tables(workdir, _SELECT.value)

@@ -17,11 +17,14 @@ differs:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 from absl import logging
 
@@ -107,15 +110,33 @@ class RayBackend:
         at the end.
       parallel: trials at a time on a local instance (ignored with ``address``).
       cpus_per_trial: Ray CPUs per task, and the thread limit of its trial.
+      connect_timeout_s: how long to try reaching ``address`` before giving up with a
+        :class:`BackendError` (``ray.init`` alone may retry for minutes).
+      stop_timeout_s: on Ctrl-C/SIGTERM, how long to wait for the cancelled trials to
+        checkpoint and exit before leaving the rest ``running`` (with their pid).
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, parallel: int = 1, cpus_per_trial: int = 1):
+    def __init__(
+        self,
+        address: str | None = None,
+        parallel: int = 1,
+        cpus_per_trial: int = 1,
+        connect_timeout_s: float = 10.0,
+        stop_timeout_s: float = 30.0,
+    ):
         if parallel < 1 or cpus_per_trial < 1:
             raise ValueError(
                 f"parallel and cpus_per_trial must be >= 1, got {parallel}, {cpus_per_trial}"
             )
+        if not connect_timeout_s > 0 or not stop_timeout_s > 0:
+            raise ValueError(
+                f"connect_timeout_s and stop_timeout_s must be > 0, got {connect_timeout_s}, "
+                f"{stop_timeout_s}"
+            )
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.stop_timeout_s = float(stop_timeout_s)
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -133,17 +154,11 @@ class RayBackend:
         started_here = False
         if not ray.is_initialized():
             if self.address:
-                try:
-                    ray.init(address=self.address, log_to_driver=False)
-                except (ConnectionError, RuntimeError, ValueError) as error:
-                    raise BackendError(
-                        f"cannot connect to the Ray cluster at {self.address!r}: "
-                        f"{str(error).splitlines()[0]} (is it running? `ray status` on its head "
-                        "node shows the address)"
-                    ) from error
+                _connect_ray(self.address, self.connect_timeout_s)
             else:
                 cpus = self.parallel * self.threads_per_trial
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+                with _keep_signal_handlers():
+                    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
                 started_here = True
         # launch() is stdlib-only and shipped by value: workers never import TF or dirgrad_opt.
         cloudpickle.register_pickle_by_value(launch)
@@ -155,7 +170,8 @@ class RayBackend:
         outcomes = []
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=30.0)
+                # A short timeout: a signal to the driver is only handled between waits.
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for ref in done:
                     job = pending.pop(ref)
                     try:
@@ -164,15 +180,102 @@ class RayBackend:
                         outcome = _lost(job, error)
                     outcomes.append(outcome)
                     on_event("finish", outcome.trial_id, outcome)
-        except BaseException:  # Ctrl-C: cancel the tasks; launch() then stops their trials
-            for ref in pending:
-                ray.cancel(ref)
-            ray.wait(list(pending), num_returns=len(pending), timeout=30.0)
+        except BaseException:  # Ctrl-C or SIGTERM: cancel the tasks, mark them interrupted
+            _cancel_ray_tasks(ray, pending, self.stop_timeout_s)
             raise
         finally:
             if started_here:
                 ray.shutdown()
         return outcomes
+
+
+@contextlib.contextmanager
+def _keep_signal_handlers() -> Iterator[None]:
+    """Restores the SIGTERM/SIGINT handlers that ``ray.init`` replaces in the main thread (its
+    SIGTERM handler exits at once, skipping the sweep's forwarding to its trials)."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def _connect_ray(address: str, timeout_s: float) -> None:
+    """``ray.init(address=...)`` bounded by ``timeout_s``.
+
+    Ray retries an unreachable address for a minute or more (GCS connection retries), so the
+    call runs in a daemon thread; if it has not connected within ``timeout_s`` the sweep stops
+    with a :class:`BackendError` instead of hanging.
+    """
+    import ray
+
+    box: dict[str, BaseException | bool] = {}
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False)
+            box["ok"] = True
+        except BaseException as error:  # noqa: BLE001 - reported on the main thread
+            box["error"] = error
+
+    hint = "is it running? `ray status` on its head node shows the address"
+    thread = threading.Thread(target=connect, name="ray-connect", daemon=True)
+    with _keep_signal_handlers():
+        thread.start()
+        thread.join(timeout_s)
+    if "error" in box:
+        error = box["error"]
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        raise BackendError(f"cannot connect to the Ray cluster at {address!r}: {first} ({hint})")
+    if not box.get("ok"):
+        raise BackendError(
+            f"cannot connect to the Ray cluster at {address!r}: no answer within "
+            f"{timeout_s:g} s ({hint})"
+        )
+
+
+def _cancel_ray_tasks(ray: Any, pending: dict[Any, TrialJob], timeout_s: float) -> None:
+    """Cancels the sweep's unfinished Ray tasks and records their trials ``interrupted``.
+
+    Cancelling raises ``KeyboardInterrupt`` inside a running task; :func:`launch.launch` then
+    sends SIGTERM to its trial (which checkpoints and exits) and waits for it. Trials whose
+    task ended within ``timeout_s`` and whose ``status.json`` still says ``running`` become
+    ``interrupted`` (queued tasks never started and stay pending); a task still running after
+    the timeout keeps ``running`` with its pid, so a rerun does not start it twice.
+    """
+    if not pending:
+        return
+    for ref in pending:
+        ray.cancel(ref)
+    done, not_done = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
+    for ref in done:
+        job = pending[ref]
+        status = runner.read_status(job.workdir) or {}
+        if status.get("status") == runner.RUNNING:
+            runner.write_status(
+                job.workdir,
+                {
+                    "trial_id": job.trial_id,
+                    "status": runner.INTERRUPTED,
+                    "exit_code": None,
+                    "error": runner.INTERRUPTED_MESSAGE,
+                    "attempt": status.get("attempt"),
+                    "host": status.get("host"),
+                    "started": status.get("started"),
+                    "finished": time.time(),
+                },
+            )
+    if not_done:
+        ids = ", ".join(pending[ref].trial_id for ref in not_done)
+        logging.warning(
+            "%d trial(s) did not stop within %g s and stay 'running': %s",
+            len(not_done),
+            timeout_s,
+            ids,
+        )
 
 
 def _lost(job: TrialJob, error: BaseException) -> TrialOutcome:

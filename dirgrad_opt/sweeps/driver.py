@@ -17,11 +17,15 @@ ids. The gin files and sweep-wide bindings may not change (every trial would dif
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +175,59 @@ def write_tables(
     """Writes ``summary.csv`` and ``summary.md`` of a sweep workdir; returns their paths."""
     found = records.read_sweep(workdir)
     return summary.write_summary(workdir, found, select, title or f"Sweep {Path(workdir).name}")
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT reached the sweep driver (a ``KeyboardInterrupt``, so every backend's
+    Ctrl-C path — stop the running trials, mark them ``interrupted`` — handles it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell convention for death by a signal: ``128 + signum`` (130, 143)."""
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def interrupt_on_signals(
+    received: list[int] | None = None,
+    signums: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+) -> Iterator[list[int]]:
+    """Within the block, SIGTERM and SIGINT raise :class:`SweepInterrupted` in the main thread.
+
+    Python's default SIGTERM action kills the driver on the spot, orphaning its trial processes
+    (they run in their own sessions) with ``status.json`` left ``running``. Raised as an
+    exception instead, the signal unwinds through the backend, which forwards SIGTERM to its
+    running trials (they checkpoint and exit) and records them ``interrupted``. Only the first
+    signal raises: a second one, while the trials are being stopped, is reported and otherwise
+    ignored so the clean-up finishes (SIGKILL still ends everything at once). Outside the main
+    thread (where handlers cannot be set) this does nothing.
+
+    Yields (and appends to ``received``, if given) the signals caught, so the caller knows
+    which one it was even when a library turned the exception into a plain
+    ``KeyboardInterrupt`` (Ray's ``ray.wait`` does).
+    """
+    fired: list[int] = received if received is not None else []
+    if threading.current_thread() is not threading.main_thread():
+        yield fired
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if fired:
+            print(
+                f"sweep: {signal.Signals(signum).name} again; still stopping the running trials",
+                file=sys.stderr,
+            )
+            return
+        fired.append(signum)
+        raise SweepInterrupted(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield fired
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

@@ -129,6 +129,17 @@ def terminate(proc: subprocess.Popen) -> None:
         pass
 
 
+def wait_interruptibly(proc: subprocess.Popen, poll_s: float = 0.2) -> int:
+    """``proc.wait()`` in short slices, so an exception raised asynchronously in this thread
+    (Ray's task cancellation) lands within ``poll_s`` instead of after the trial ends: a
+    blocking ``waitpid`` runs no Python code to deliver it."""
+    while True:
+        try:
+            return proc.wait(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def alive_elsewhere(workdir: str) -> int | None:
     """The pid of a trial process still running in ``workdir`` on this host, started by an
     earlier sweep that was killed (``status.json`` says ``running``), else ``None``.
@@ -162,8 +173,9 @@ def launch(job: Mapping[str, Any], stop: StopFlag | None = None) -> dict[str, An
     orphaned process still runs: :func:`alive_elsewhere`). Runs ``job["command"]`` (a leading
     ``"python"`` becomes this interpreter) in its own session with ``cwd =
     job["project_root"]`` and the thread limits of :func:`thread_env`, appending its stdout and
-    stderr to ``log.txt``. If the caller is interrupted while waiting (a cancelled Ray task),
-    the trial process is terminated before the exception propagates.
+    stderr to ``log.txt``. If the caller is interrupted once the process exists (a cancelled
+    Ray task), the trial process gets SIGTERM (it checkpoints and exits) and is waited for
+    before the exception propagates.
 
     Args:
       job: ``{"trial_id", "workdir", "command", "threads", "project_root"}``.
@@ -209,11 +221,11 @@ def launch(job: Mapping[str, Any], stop: StopFlag | None = None) -> dict[str, An
             proc = None
             log.write(f"could not start the trial: {error}\n")
         if proc is not None:
-            write_json_atomic(os.path.join(workdir, STATUS_FILE), {**running, "pid": proc.pid})
-            if stop is not None:
-                stop.add(proc)
             try:
-                exit_code = proc.wait()
+                write_json_atomic(os.path.join(workdir, STATUS_FILE), {**running, "pid": proc.pid})
+                if stop is not None:
+                    stop.add(proc)
+                exit_code = wait_interruptibly(proc)
             except BaseException:  # the task was cancelled (Ray raises KeyboardInterrupt here)
                 terminate(proc)
                 proc.wait()

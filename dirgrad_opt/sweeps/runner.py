@@ -12,8 +12,9 @@ folder ``<sweep>/trials/<trial_id>/``::
 
 Status from the trainer's exit code: 0 with a complete ``result.json`` → ``ok``; 3 (or a
 ``result.json`` saying ``diverged``) → ``diverged``; 2 (configuration error), any other code,
-a signal, or 0 without a valid result → ``failed``. A trial stopped by the sweep itself (Ctrl-C)
-is ``interrupted`` and resumes from its last checkpoint on the next run.
+a signal, or 0 without a valid result → ``failed``. A trial stopped by the sweep itself (Ctrl-C
+or SIGTERM to the sweep, forwarded to the trial as SIGTERM) is ``interrupted`` and resumes from
+its last checkpoint on the next run.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ EXIT_CONFIG_ERROR = 2
 EXIT_DIVERGED = 3
 ERROR_TAIL_LINES = 15
 ERROR_MAX_CHARS = 2000
+INTERRUPTED_MESSAGE = "stopped by the sweep (Ctrl-C or SIGTERM); rerun the sweep to resume"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,11 +242,12 @@ def classify(
 def finish(job: TrialJob, raw: Mapping[str, Any]) -> TrialOutcome:
     """Classifies a finished trial process (see :func:`classify`) and writes ``status.json``.
 
-    A process stopped by the sweep itself (Ctrl-C) is ``interrupted``, not failed.
+    A process stopped by the sweep itself (Ctrl-C or SIGTERM to the sweep) is ``interrupted``,
+    not failed.
     """
     exit_code = raw["exit_code"]
     if raw.get("stopped") and exit_code != 0:
-        status, error = INTERRUPTED, "stopped by the sweep (Ctrl-C); rerun the sweep to resume"
+        status, error = INTERRUPTED, INTERRUPTED_MESSAGE
     else:
         status, error = classify(job.workdir, exit_code, raw.get("log_tail", ""))
     outcome = TrialOutcome(job.trial_id, status, exit_code, error, raw["duration_s"], raw["host"])
