@@ -14,7 +14,11 @@ sweep, a single run, or a folder of them. Writes into ``--output_dir`` (default
 ``plots/*.png``; a sweep's own ``summary.*`` is rewritten too. The target comes from
 ``--target`` or, for a sweep, its sweep file's ``"target"``. Prints the leaderboard.
 
-Exit codes: 0 done; 2 bad flags, no runs, or an unreadable result (one line on stderr).
+Runs whose ``trial.json``, ``result.json`` or ``metrics.jsonl`` cannot be read are skipped with
+a warning (listed at the end of ``leaderboard.md``); the rest are analysed.
+
+Exit codes: 0 done; 2 bad flags, no readable runs, or an I/O error (one line on stderr naming
+the path, and the errno for I/O errors).
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ def main(argv: list[str]) -> None:
                 f"{', '.join(summary.METRICS)}"
             )
         weights = records.parse_cost_weights(_COST_WEIGHTS.value)
-        found = sweeps.discover(workdirs)
+        skipped: list[str] = []  # unreadable runs, each warned about and left out
+        found = sweeps.discover(workdirs, skipped)
         target = sweeps.parse_target(_TARGET.value, "--target") if _TARGET.value else None
         if target is None:
             for w in workdirs:
@@ -98,13 +103,14 @@ def main(argv: list[str]) -> None:
                     target = sweeps.parse_target(meta["spec"]["target"], f"{w}/sweep.json")
                     break
         for w in workdirs:
-            if (w / records.SWEEP_FILE).exists():
-                sweeps.write_tables(w, _SELECT.value)
+            if (w / records.SWEEP_FILE).exists():  # its own tables, from the runs read above
+                own = [r for r in found if r.group == str(w)]
+                summary.write_summary(w, own, _SELECT.value, f"Sweep {w.name}")
         summary.write_summary(
             out, found, _SELECT.value, "Summary of " + ", ".join(map(str, workdirs))
         )
         written = sweeps.write_report(
-            found, out, target, _SELECT.value, weights, _PLOTS.value, _TAU_MAX.value
+            found, out, target, _SELECT.value, weights, _PLOTS.value, _TAU_MAX.value, skipped
         )
         if _SLICE_RUN.value:
             from dirgrad_opt.sweeps import landscape, plots
@@ -118,8 +124,10 @@ def main(argv: list[str]) -> None:
             name = f"slice_{plots.slug(Path(_SLICE_RUN.value).name)}_step{data['step']}.png"
             written.append(plots.plot_slice(data, out / "plots" / name))
     except (ValueError, OSError, ImportError) as error:
-        _fail(str(error))
+        _fail(records.describe_error(error))  # I/O errors: path and errno
     print((out / "leaderboard.md").read_text(encoding="utf-8"))
+    if skipped:
+        logging.warning("Skipped %d unreadable run(s); listed in leaderboard.md", len(skipped))
     if target is None:
         logging.info("No target (--target or the sweep file's): no time to target or profiles.")
     logging.info("Wrote %d files to %s", len(written), out)

@@ -12,9 +12,12 @@ target). Rerunning the same command skips finished trials and resumes interrupte
 tables and plots are rewritten. Failed trials are recorded (status, error) and do not stop the
 others; ``--retry_failed`` reruns them.
 
+Trials whose files cannot be read are left out of the tables and the report with a warning.
+
 Exit codes: 0 every trial ran to an end (some may have failed or diverged: see summary.md);
-1 the report could not be written; 2 bad flags or sweep file, or an unreachable Ray cluster
-(nothing run); 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) interrupted: the running trials got
+1 the report could not be written (one line: path and errno); 2 bad flags or sweep file, an
+unreachable Ray cluster, or an I/O error such as an unwritable workdir (one line naming the
+path and errno); 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) interrupted: the running trials got
 SIGTERM, checkpointed and are marked ``interrupted`` (rerun to resume).
 """
 
@@ -120,6 +123,8 @@ def main(argv: list[str]) -> None:
             )
     except (sweeps.SweepError, backends.BackendError) as error:
         _fail(str(error), EXIT_CONFIG_ERROR)
+    except OSError as error:  # unwritable or full workdir, a workdir below a file...
+        _fail(records.describe_error(error), EXIT_CONFIG_ERROR)
     except KeyboardInterrupt:  # SIGINT (Ctrl-C) or SIGTERM, via driver.SweepInterrupted
         signum = received[0] if received else signal.SIGINT
         print(
@@ -130,8 +135,11 @@ def main(argv: list[str]) -> None:
         sys.exit(128 + signum)
 
     try:
-        csv_path, md_path = sweeps.write_tables(workdir, _SELECT.value)
-        found = records.read_sweep(workdir)
+        skipped: list[str] = []  # unreadable trials, each warned about and left out
+        found = records.read_sweep(workdir, skipped)
+        csv_path, md_path = summary.write_summary(
+            workdir, found, _SELECT.value, f"Sweep {workdir.name}"
+        )
         make_plots = _PLOTS.value
         if make_plots:
             try:
@@ -139,9 +147,12 @@ def main(argv: list[str]) -> None:
             except ImportError:
                 logging.warning("matplotlib is not installed: no plots (pip install matplotlib)")
                 make_plots = False
-        sweeps.write_report(found, workdir / "analysis", target, _SELECT.value, None, make_plots)
+        sweeps.write_report(
+            found, workdir / "analysis", target, _SELECT.value, None, make_plots, skipped=skipped
+        )
     except (ValueError, OSError) as error:
-        _fail(f"the trials ran, but the report failed: {error}", EXIT_REPORT_FAILED)
+        message = records.describe_error(error)
+        _fail(f"the trials ran, but the report failed: {message}", EXIT_REPORT_FAILED)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     logging.info(
         "Sweep done: %d trials (%s); ran %d now. Tables: %s, %s; analysis in %s",

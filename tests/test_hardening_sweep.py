@@ -151,3 +151,98 @@ def test_ray_sweep_unreachable_address_and_ctrl_c(tmp_path):
     assert driver.returncode == 128 + signal.SIGINT, err[-3000:]
     assert _status(folder)["status"] == "interrupted"
     assert not _alive(pid)
+
+
+# -- points 7 and 8: unreadable runs are skipped; I/O errors are one line ------------------------
+def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    proc = _cli(module, *args)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _error_lines(stderr: str, prefix: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(prefix)]
+
+
+def _break_two_runs(sweep: Path, ids: list[str]) -> tuple[Path, Path]:
+    """Truncates the second trial's result.json and corrupts a line of the third's metrics."""
+    result = sweep / "trials" / ids[1] / "result.json"
+    result.write_text(result.read_text()[:100])
+    metrics = sweep / "trials" / ids[2] / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text(lines[0] + '{"kind": "eval", "step": \n' + "".join(lines[1:]))
+    return result, metrics
+
+
+def _synthetic_trials(sweep: Path, ids: list[str]) -> None:
+    from test_analyze import add_trial, eval_records, fake_result
+
+    for trial_id, loss in zip(ids, (0.3, 0.4, 0.5), strict=False):
+        config_id, seed = trial_id.rsplit("-s", 1)
+        add_trial(sweep, config_id, int(seed), {"Adam.learning_rate": loss}, "ok",
+                  result=fake_result(int(seed), "complete", "Adam", loss, 0.8),
+                  evals=eval_records([0.5, 0.7, 0.8], [1.0, 0.6, loss]))  # fmt: skip
+
+
+def test_analyze_skips_unreadable_runs_and_io_errors_are_one_line(tmp_path):
+    from dirgrad_opt import sweeps
+
+    sweep = tmp_path / "sweep"
+    ids = ["cA-s0", "cA-s1", "cB-s0"]
+    _synthetic_trials(sweep, ids)
+    (sweep / "sweep.json").write_text(json.dumps({"trials": ids}))
+    result, metrics = _break_two_runs(sweep, ids)
+
+    proc = _run(
+        "experiments.analyze", f"--workdir={sweep}", "--target=train_loss<=0.6", "--noplots"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if "skipping an unreadable run" in line]
+    assert len(warnings) == 2 and "Traceback" not in proc.stderr
+    assert str(result) in warnings[0] and f"{metrics}:2: not valid JSON" in warnings[1]
+    board = (sweep / "analysis" / "leaderboard.md").read_text()
+    assert "## Skipped: 2 unreadable run(s)" in board and str(result) in board
+    assert "| blobs/mlp | Adam |" in board  # the readable run is reported
+    rows = (sweep / "summary.csv").read_text()
+    assert "cA-s0" in rows and "cA-s1" not in rows and "cB-s0" not in rows
+
+    skipped: list[str] = []  # nothing readable: a ValueError (one line, exit 2 in the CLI)
+    (sweep / "sweep.json").write_text(json.dumps({"trials": ids[1:]}))
+    with pytest.raises(ValueError, match="no readable runs under .* 2 unreadable"):
+        sweeps.discover([sweep], skipped)
+    assert len(skipped) == 2
+
+    below_a_file = tmp_path / "a_file"
+    below_a_file.write_text("not a folder")
+    (sweep / "sweep.json").write_text(json.dumps({"trials": ids}))
+    proc = _run("experiments.analyze", f"--workdir={sweep}", f"--output_dir={below_a_file}/out")
+    assert proc.returncode == 2
+    (line,) = _error_lines(proc.stderr, "analyze: error:")
+    assert str(below_a_file) in line and "[ENOTDIR]" in line and "Traceback" not in proc.stderr
+
+
+def test_sweep_report_skips_an_unreadable_trial_and_io_errors_are_one_line(tmp_path):
+    from dirgrad_opt import sweeps
+
+    sweep_spec = {"grid": {"Adam.learning_rate": [0.3, 0.4, 0.5]}, "seeds": [0]}
+    args = _sweep_setup(tmp_path, "\n".join(problems.TINY_RUN), sweep_spec)
+    sweep = tmp_path / "sweep"
+    ids = [t.trial_id for t in sweeps.expand(sweeps.parse_sweep(sweep_spec))]
+    _synthetic_trials(sweep, ids)  # finished trials: the rerun only writes the report
+    result, metrics = _break_two_runs(sweep, ids)
+
+    proc = _run("experiments.sweep", *args, "--plots=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "3 of 3 trials already finished" in proc.stderr and "Traceback" not in proc.stderr
+    assert str(result) in proc.stderr and str(metrics) in proc.stderr
+    rows = (sweep / "summary.csv").read_text()
+    assert ids[0] in rows and ids[1] not in rows and ids[2] not in rows
+    assert "2 unreadable run(s)" in (sweep / "analysis" / "leaderboard.md").read_text()
+
+    below_a_file = tmp_path / "a_file"
+    below_a_file.write_text("not a folder")
+    args = (*args[:2], f"--workdir={below_a_file}/sweep")
+    proc = _run("experiments.sweep", *args)
+    assert proc.returncode == 2
+    (line,) = _error_lines(proc.stderr, "sweep: error:")
+    assert str(below_a_file) in line and "[ENOTDIR]" in line and "Traceback" not in proc.stderr

@@ -8,12 +8,16 @@ A workdir given to the analysis can be
 * any folder holding those further down (searched recursively).
 
 Results are read and validated through :mod:`dirgrad_opt.training.schema` — the one definition
-of ``result.json`` and ``metrics.jsonl``.
+of ``result.json`` and ``metrics.jsonl``. A run whose ``trial.json``, ``result.json`` or
+``metrics.jsonl`` cannot be read (corrupt, truncated, unreadable) is skipped with a one-line
+warning naming the file (and the errno for I/O errors); the rest are reported. Pass a list as
+``skipped`` to collect those lines (the report lists them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import math
 import os
@@ -21,6 +25,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from absl import logging
 
 from dirgrad_opt.sweeps import runner
 from dirgrad_opt.training import schema
@@ -82,6 +88,33 @@ class RunRecord:
             path = self.path / schema.METRICS_FILE
             self._metrics = schema.read_metrics(path) if path.exists() else []
         return self._metrics
+
+
+class UnreadableRun(ValueError):
+    """A run whose files cannot be read; the message is one line naming the file."""
+
+
+def describe_error(error: BaseException, path: str | os.PathLike | None = None) -> str:
+    """One line for an I/O or format error: ``<path>: <reason> [<ERRNO>]`` for an
+    ``OSError`` (``Permission denied [EACCES]``, ``No space left on device [ENOSPC]``...),
+    else the error's first line, prefixed with ``path`` when the message does not name it."""
+    if isinstance(error, OSError) and error.errno is not None:
+        where = error.filename if error.filename is not None else path
+        if error.filename2 is not None:
+            where = f"{where} -> {error.filename2}"
+        code = errno.errorcode.get(error.errno, str(error.errno))
+        reason = f"{error.strerror or os.strerror(error.errno)} [{code}]"
+        return f"{where}: {reason}" if where is not None else reason
+    text = (str(error).splitlines() or [""])[0] or type(error).__name__
+    if path is not None and str(path) not in text:
+        text = f"{path}: {text}"
+    return text
+
+
+def _skip(error: UnreadableRun, skipped: list[str] | None) -> None:
+    logging.warning("skipping an unreadable run: %s", error)
+    if skipped is not None:
+        skipped.append(str(error))
 
 
 def optimizer_from_bindings(bindings: dict[str, Any]) -> str | None:
@@ -152,7 +185,20 @@ def _config_key_of_run(path: Path) -> str:
 
 def _read_result(path: Path) -> dict[str, Any] | None:
     file = path / schema.RESULT_FILE
-    return schema.read_result(file) if file.exists() else None
+    try:
+        return schema.read_result(file) if file.exists() else None
+    except (OSError, ValueError) as error:
+        raise UnreadableRun(describe_error(error, file)) from None
+
+
+def _check_metrics(record: RunRecord) -> RunRecord:
+    """Reads (and caches) the run's ``metrics.jsonl`` now, so a corrupt one skips the run at
+    discovery instead of failing the report halfway through."""
+    try:
+        record.metrics()
+    except (OSError, ValueError) as error:
+        raise UnreadableRun(describe_error(error, record.path / schema.METRICS_FILE)) from None
+    return record
 
 
 def _status_of_result(result: dict[str, Any] | None) -> str:
@@ -164,16 +210,22 @@ def _status_of_result(result: dict[str, Any] | None) -> str:
 def read_trial(trial_path: Path, group: str) -> RunRecord:
     """A sweep trial from its folder (``trial.json``, ``status.json``, ``result.json``)."""
     info = runner.read_json(trial_path / runner.TRIAL_FILE)
-    if info is None:
-        raise ValueError(f"{trial_path}: missing or invalid {runner.TRIAL_FILE}")
+    if info is None or not {"trial_id", "config_id"} <= info.keys():
+        raise UnreadableRun(f"{trial_path / runner.TRIAL_FILE}: missing, unreadable or invalid")
     result = _read_result(trial_path)
-    status_data = runner.read_status(trial_path) or {}
+    status_data = runner.read_status(trial_path)
+    if status_data is None and (trial_path / runner.STATUS_FILE).exists():
+        logging.warning(
+            "%s: unreadable; the trial's status is taken from its result",
+            trial_path / runner.STATUS_FILE,
+        )
+    status_data = status_data or {}
     status = status_data.get("status") or _status_of_result(result)
     if status == runner.OK and (result is None or result["status"] != "complete"):
         status, error = runner.FAILED, f"status ok but no complete {schema.RESULT_FILE}"
     else:
         error = status_data.get("error")
-    return RunRecord(
+    record = RunRecord(
         run_id=info["trial_id"],
         config_id=info["config_id"],
         path=trial_path,
@@ -184,6 +236,7 @@ def read_trial(trial_path: Path, group: str) -> RunRecord:
         result=result,
         group=group,
     )
+    return _check_metrics(record)
 
 
 def infer_missing(records: list[RunRecord]) -> list[RunRecord]:
@@ -203,8 +256,9 @@ def infer_missing(records: list[RunRecord]) -> list[RunRecord]:
     return records
 
 
-def read_sweep(sweep_dir: str | os.PathLike) -> list[RunRecord]:
-    """Every trial listed in ``<sweep_dir>/sweep.json`` (in order), run or not."""
+def read_sweep(sweep_dir: str | os.PathLike, skipped: list[str] | None = None) -> list[RunRecord]:
+    """Every readable trial listed in ``<sweep_dir>/sweep.json`` (in order), run or not;
+    unreadable ones are skipped with a warning (appended to ``skipped``)."""
     sweep_dir = Path(sweep_dir)
     meta = runner.read_json(sweep_dir / SWEEP_FILE)
     if meta is None:
@@ -213,7 +267,10 @@ def read_sweep(sweep_dir: str | os.PathLike) -> list[RunRecord]:
     for trial_id in meta.get("trials", []):
         path = runner.trial_dir(sweep_dir, trial_id)
         if (path / runner.TRIAL_FILE).exists():
-            records.append(read_trial(path, str(sweep_dir)))
+            try:
+                records.append(read_trial(path, str(sweep_dir)))
+            except UnreadableRun as error:
+                _skip(error, skipped)
     return infer_missing(records)
 
 
@@ -223,7 +280,7 @@ def read_run(
     """A standalone ``experiments.train`` workdir."""
     run_dir = Path(run_dir)
     result = _read_result(run_dir)
-    return RunRecord(
+    record = RunRecord(
         run_id=run_id or run_dir.name,
         config_id=_config_key_of_run(run_dir),
         path=run_dir,
@@ -234,21 +291,33 @@ def read_run(
         result=result,
         group=group or str(run_dir),
     )
+    return _check_metrics(record)
 
 
-def discover(workdirs: Sequence[str | os.PathLike]) -> list[RunRecord]:
-    """Runs and sweep trials under the given folders (see the module docstring).
+def discover(
+    workdirs: Sequence[str | os.PathLike], skipped: list[str] | None = None
+) -> list[RunRecord]:
+    """Runs and sweep trials under the given folders (see the module docstring); unreadable
+    runs are skipped with a warning (appended to ``skipped``).
 
     Raises:
-      ValueError: a folder does not exist or holds no run.
+      ValueError: a folder does not exist or holds no readable run.
     """
     records: list[RunRecord] = []
+    skipped = [] if skipped is None else skipped
     for workdir in workdirs:
         root = Path(workdir)
         if not root.is_dir():
             raise ValueError(f"workdir {str(root)!r} does not exist or is not a folder")
-        found = list(_walk(root))
+        before = len(skipped)
+        found = list(_walk(root, skipped))
         if not found:
+            unreadable = skipped[before:]
+            if unreadable:
+                raise ValueError(
+                    f"no readable runs under {str(root)!r}: {len(unreadable)} unreadable, "
+                    f"e.g. {unreadable[0]}"
+                )
             raise ValueError(
                 f"no runs under {str(root)!r} (looked for {SWEEP_FILE} and {schema.RESULT_FILE})"
             )
@@ -256,26 +325,33 @@ def discover(workdirs: Sequence[str | os.PathLike]) -> list[RunRecord]:
     return records
 
 
-def _walk(root: Path) -> Iterable[RunRecord]:
+def _walk(root: Path, skipped: list[str]) -> Iterable[RunRecord]:
+    def one(read: Any, *args: Any, **kwargs: Any) -> list[RunRecord]:
+        try:
+            return [read(*args, **kwargs)]
+        except UnreadableRun as error:
+            _skip(error, skipped)
+            return []
+
     if (root / SWEEP_FILE).exists():
-        yield from read_sweep(root)
+        yield from read_sweep(root, skipped)
         return
     if (root / runner.TRIAL_FILE).exists():
-        yield read_trial(root, str(root))
+        yield from one(read_trial, root, str(root))
         return
     if (root / schema.RESULT_FILE).exists():
-        yield read_run(root)
+        yield from one(read_run, root)
         return
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         if SWEEP_FILE in filenames:
-            yield from read_sweep(here)
+            yield from read_sweep(here, skipped)
             dirnames.clear()
         elif runner.TRIAL_FILE in filenames:
-            yield read_trial(here, str(root))
+            yield from one(read_trial, here, str(root))
             dirnames.clear()
         elif schema.RESULT_FILE in filenames:
-            yield read_run(here, group=str(root), run_id=str(here.relative_to(root)))
+            yield from one(read_run, here, group=str(root), run_id=str(here.relative_to(root)))
             dirnames.clear()
         else:
             dirnames[:] = sorted(d for d in dirnames if d not in ("checkpoints", "tensorboard"))

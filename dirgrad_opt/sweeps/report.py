@@ -171,12 +171,20 @@ def write_report(
     weights: dict[str, float] | None = None,
     make_plots: bool = True,
     tau_max: float = analysis.DEFAULT_TAU_MAX,
+    skipped: Sequence[str] = (),
 ) -> list[Path]:
-    """Writes the report files (see the module docstring); returns their paths."""
+    """Writes the report files (see the module docstring); returns their paths.
+
+    ``skipped``: one line per run left out because its files could not be read
+    (:func:`~dirgrad_opt.sweeps.records.discover`); listed at the end of ``leaderboard.md``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     md, table = leaderboard(records, target, select, weights)
+    if skipped:
+        md += f"\n## Skipped: {len(skipped)} unreadable run(s)\n\n"
+        md += "".join(f"- {line}\n" for line in skipped)
     for name, text in (("leaderboard.md", md), ("leaderboard.csv", table)):
         schema.write_text_atomic(out / name, text)
         written.append(out / name)
