@@ -246,3 +246,19 @@ def test_sweep_report_skips_an_unreadable_trial_and_io_errors_are_one_line(tmp_p
     assert proc.returncode == 2
     (line,) = _error_lines(proc.stderr, "sweep: error:")
     assert str(below_a_file) in line and "[ENOTDIR]" in line and "Traceback" not in proc.stderr
+
+
+def test_a_trial_stopped_by_a_signal_is_interrupted_not_failed(tmp_path):
+    """The trainer exits 143/130 after its preemption checkpoint (or dies of the signal): a
+    rerun resumes it, so it is ``interrupted`` whoever sent the signal; SIGKILL stays failed."""
+    from dirgrad_opt.sweeps import runner
+
+    for code, name in ((143, "SIGTERM"), (130, "SIGINT"), (-15, "SIGTERM"), (-2, "SIGINT")):
+        status, error = runner.classify(tmp_path, code, "")
+        assert status == runner.INTERRUPTED and name in error, code
+    assert runner.classify(tmp_path, -9, "")[0] == runner.FAILED
+    job = runner.TrialJob("t", str(tmp_path), ("python",), 1)
+    raw = {"exit_code": 0, "duration_s": 1.0, "host": "h", "stopped": True}
+    assert runner.finish(job, raw).status == runner.INTERRUPTED  # stopped before its result
+    assert _status(tmp_path)["status"] == runner.INTERRUPTED
+    assert runner.needs_run(tmp_path)

@@ -11,10 +11,11 @@ folder ``<sweep>/trials/<trial_id>/``::
     ... and everything experiments.train writes (result.json, metrics.jsonl, checkpoints/ ...)
 
 Status from the trainer's exit code: 0 with a complete ``result.json`` → ``ok``; 3 (or a
-``result.json`` saying ``diverged``) → ``diverged``; 2 (configuration error), any other code,
-a signal, or 0 without a valid result → ``failed``. A trial stopped by the sweep itself (Ctrl-C
-or SIGTERM to the sweep, forwarded to the trial as SIGTERM) is ``interrupted`` and resumes from
-its last checkpoint on the next run.
+``result.json`` saying ``diverged``) → ``diverged``; 143/130 (stopped by SIGTERM/SIGINT after a
+checkpoint: a preempted trial) or death by SIGTERM/SIGINT → ``interrupted``; 2 (configuration
+error), any other code or signal, or 0 without a valid result → ``failed``. A trial stopped by
+the sweep itself (Ctrl-C or SIGTERM to the sweep, forwarded to the trial as SIGTERM) is
+``interrupted`` too; interrupted trials resume from their last checkpoint on the next run.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ EXIT_DIVERGED = 3
 ERROR_TAIL_LINES = 15
 ERROR_MAX_CHARS = 2000
 INTERRUPTED_MESSAGE = "stopped by the sweep (Ctrl-C or SIGTERM); rerun the sweep to resume"
+#: Exit codes of a trainer stopped by SIGTERM/SIGINT: 143/130 after it saved a checkpoint (the
+#: preemption convention of ``experiments.train``), negative when the signal killed it outright.
+PREEMPTED_EXIT_CODES = (
+    128 + signal.SIGTERM,
+    128 + signal.SIGINT,
+    -signal.SIGTERM,
+    -signal.SIGINT,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +242,11 @@ def classify(
         if result is not None and result["status"] == "complete":
             return OK, None
         return FAILED, problem or f"exit code 0 but no complete {schema.RESULT_FILE}"
+    if exit_code in PREEMPTED_EXIT_CODES or (
+        result is not None and result["status"] == INTERRUPTED
+    ):
+        name = signal.Signals(abs(exit_code) % 128).name if exit_code else "a signal"
+        return INTERRUPTED, f"stopped by {name} (preempted); rerun the sweep to resume"
     if exit_code == EXIT_DIVERGED or (result is not None and result["status"] == "diverged"):
         message = result["error"] if result is not None else error_summary(log_text, exit_code)
         return DIVERGED, message
@@ -246,10 +260,9 @@ def finish(job: TrialJob, raw: Mapping[str, Any]) -> TrialOutcome:
     not failed.
     """
     exit_code = raw["exit_code"]
-    if raw.get("stopped") and exit_code != 0:
+    status, error = classify(job.workdir, exit_code, raw.get("log_tail", ""))
+    if raw.get("stopped") and status in (FAILED, INTERRUPTED):
         status, error = INTERRUPTED, INTERRUPTED_MESSAGE
-    else:
-        status, error = classify(job.workdir, exit_code, raw.get("log_tail", ""))
     outcome = TrialOutcome(job.trial_id, status, exit_code, error, raw["duration_s"], raw["host"])
     write_status(
         job.workdir,
