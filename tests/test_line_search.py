@@ -250,6 +250,50 @@ def test_strong_wolfe_zooms_into_a_valley_between_bracketing_trials():
     assert int(ours.evaluations) <= len(calls)
 
 
+# The first zoom trial on two_valleys (cubic through phi, phi' at 1 and 2), and a narrow bump
+# (height 0.2, width 0.05) centred just past it so that phi'(ZOOM_TRIAL) = 0 there: a strong
+# Wolfe point of value about -0.39, higher than the trial at 1 (-0.5).
+ZOOM_TRIAL = 1.2380952380952377
+
+
+def _bump_centre() -> float:
+    import scipy.optimize
+
+    def slope_at_trial(m):
+        bump_slope = (
+            -0.2 * 2 * (ZOOM_TRIAL - m) / 0.05**2 * math.exp(-(((ZOOM_TRIAL - m) / 0.05) ** 2))
+        )
+        return at(two_valleys, ZOOM_TRIAL)[1] + bump_slope
+
+    return scipy.optimize.brentq(slope_at_trial, ZOOM_TRIAL, ZOOM_TRIAL + 0.02, xtol=1e-15)
+
+
+def test_strong_wolfe_zoom_never_accepts_a_trial_above_lo():
+    """Algorithm 3.6: a zoom trial not lower than lo becomes hi even if it meets both strong
+    Wolfe conditions (here the top of a bump inside the bracket [1, 2])."""
+    centre = _bump_centre()
+
+    def bumped(t):
+        return two_valleys(t) + 0.2 * tf.exp(-(((t - centre) / 0.05) ** 2))
+
+    value1 = at(bumped, 1.0)[0]
+    top_value, top_slope = at(bumped, ZOOM_TRIAL)
+    assert top_value > value1 + 0.1 and abs(top_slope) < 1e-9  # a Wolfe point above the trial at 1
+    calls = []
+
+    def phi(t):
+        calls.append(float(t))
+        return with_derivative(bumped)(t)
+
+    ours = line_search.strong_wolfe(
+        phi, tf.constant(0.0, tf.float64), tf.constant(-1.0, tf.float64), c1=1e-4, c2=0.1
+    )
+    assert calls[:3] == pytest.approx([1.0, 2.0, ZOOM_TRIAL], abs=1e-9)  # the case is exercised
+    assert bool(ours.converged)
+    assert_strong_wolfe(bumped, ours, 1e-4, 0.1)
+    assert float(ours.value) < value1
+
+
 # --------------------------------------------------------------------------------------------
 # Quadratic and Rosenbrock along a line, against scipy.optimize.line_search
 # --------------------------------------------------------------------------------------------
