@@ -86,6 +86,7 @@ def _sweep_setup(tmp_path: Path, gin_text: str, sweep: dict) -> tuple[str, ...]:
 
 
 # -- point 6: SIGTERM to a sweep driver -------------------------------------------------------
+@pytest.mark.slow
 def test_sigterm_to_a_sweep_reaches_its_trial_which_is_interrupted_then_resumed(tmp_path):
     args = _sweep_setup(tmp_path, LONG, {"grid": {"Adam.learning_rate": [0.01]}, "seeds": [0]})
     trials = tmp_path / "sweep" / "trials"

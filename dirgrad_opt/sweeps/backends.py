@@ -157,8 +157,17 @@ class RayBackend:
                 _connect_ray(self.address, self.connect_timeout_s)
             else:
                 cpus = self.parallel * self.threads_per_trial
-                with _keep_signal_handlers():
-                    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+                try:
+                    with _keep_signal_handlers():
+                        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+                except (ConnectionError, RuntimeError, ValueError) as error:
+                    # ray.init() joins a cluster recorded by `ray start` on this machine (even a
+                    # dead one) instead of starting its own.
+                    raise BackendError(
+                        f"cannot start a local Ray instance: {str(error).splitlines()[0]} (a "
+                        "cluster from `ray start` on this machine? use it with "
+                        "--ray_address=auto, or `ray stop` it)"
+                    ) from error
                 started_here = True
         # launch() is stdlib-only and shipped by value: workers never import TF or dirgrad_opt.
         cloudpickle.register_pickle_by_value(launch)
