@@ -44,6 +44,7 @@ __all__ = [
     "make_seed",
     "orthogonal",
     "rademacher",
+    "rademacher_bits",
     "sample",
     "second_moment",
     "unit_sphere",
@@ -124,14 +125,34 @@ def gaussian(variables: Any, seed: Seed, num_directions: int | None = None) -> A
     )
 
 
+def rademacher_bits(shape: list[int], seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """``±1`` entries of ``shape`` from 32 signs per random word (counter-based, stateless).
+
+    Draws ``⌈m/32⌉`` full-range int32 words with ``tf.random.stateless_uniform`` (Philox, a
+    counter-based generator) and spreads each word's 32 bits over 32 entries: entry
+    ``32 i + j`` is ``−1`` if bit ``31 − j`` of word ``i`` is set (tested by shifting it into the
+    sign bit), else ``+1``. Philox's output bits are independent and uniform, so the entries are
+    i.i.d. ±1 with probability ½ — the Rademacher distribution — at 1/32 of the generator calls
+    of one draw per entry (about 4× faster than ``stateless_normal`` on CPU; see
+    ``docs/bench_optimizers.md``).
+    """
+    size = 1
+    for d in shape:
+        size *= int(d)
+    words = tf.random.stateless_uniform(
+        [(size + 31) // 32, 1], seed=seed, minval=None, maxval=None, dtype=tf.int32
+    )
+    spread = tf.bitwise.left_shift(words, tf.range(32, dtype=tf.int32)[tf.newaxis, :])
+    signs = tf.where(spread < 0, tf.constant(-1.0, dtype), tf.constant(1.0, dtype))
+    return tf.reshape(tf.reshape(signs, [-1])[:size], shape)
+
+
 def rademacher(variables: Any, seed: Seed, num_directions: int | None = None) -> Any:
-    """``v_j = ±1`` with probability ½ each, i.i.d.; ``E[v vᵀ] = I`` (Args as :func:`gaussian`)."""
+    """``v_j = ±1`` with probability ½ each, i.i.d.; ``E[v vᵀ] = I`` (Args as :func:`gaussian`).
 
-    def draw(shape: list[int], s: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-        bits = tf.random.stateless_uniform(shape, seed=s, minval=0, maxval=2, dtype=tf.int32)
-        return tf.cast(2 * bits - 1, dtype)
-
-    return _per_leaf(variables, seed, num_directions, draw)
+    Generated 32 signs per random word (:func:`rademacher_bits`).
+    """
+    return _per_leaf(variables, seed, num_directions, rademacher_bits)
 
 
 def _flat(directions: Any, k: int) -> tf.Tensor:

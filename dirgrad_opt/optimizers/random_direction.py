@@ -470,7 +470,7 @@ class ZerothOrder(DirectionalOptimizer):
         self.seed = _check_seed(seed)
         self.diagnostics = bool(diagnostics)
 
-    # -- perturbations, regenerated leaf by leaf from (seed_k, leaf index) ------------------
+    # -- perturbations, from (seed_k, leaf index) ---------------------------------------------
     def perturbation(self, variables: Sequence[Any], seed: tf.Tensor, index: int) -> tf.Tensor:
         """Leaf ``index`` of the perturbation ``z`` for the per-sample ``seed``.
 
@@ -479,32 +479,37 @@ class ZerothOrder(DirectionalOptimizer):
         spec = tf.TensorSpec(variables[index].shape, tf.as_dtype(variables[index].dtype))
         return directions.sample(self.distribution, [spec], directions.make_seed(seed, index))[0]
 
+    def perturbations(self, variables: Sequence[Any], seed: tf.Tensor) -> list[tf.Tensor]:
+        """Every leaf of ``z`` for ``seed`` (the same numbers as :meth:`perturbation`)."""
+        return [self.perturbation(variables, seed, i) for i in range(len(variables))]
+
     def _perturb(self, ctx: StepContext, seed: tf.Tensor, scale: float, after: list[Any]) -> list:
-        """Exact mode ``w ← w0 + scale·z``; in-place mode ``w ← w + scale·z``; leaf by leaf."""
+        """In-place mode: ``w ← w + scale·z``, leaf by leaf, ``z`` regenerated (MeZO)."""
         for i, v in enumerate(ctx.variables):
             with tf.control_dependencies(after):  # one leaf of z alive at a time
                 z = self.perturbation(ctx.variables, seed, i)
-                if self.in_place:
-                    after = _assign(v, tf.constant(scale, z.dtype) * z, add=True)
-                else:
-                    after = _assign(v, ctx.start[i] + tf.constant(scale, z.dtype) * z)
+                after = _assign(v, tf.constant(scale, z.dtype) * z, add=True)
         return after
 
-    def _mirror(self, ctx: StepContext, after: list[Any]) -> list:
-        """Exact mode: ``w ← 2 w0 − w`` moves ``w0 + δ`` to ``w0 − δ`` without regenerating z."""
-        for v, w0 in zip(ctx.variables, ctx.start, strict=True):
-            with tf.control_dependencies(after):
-                after = _assign(v, 2.0 * w0 - tree._value(v))
-        return after
+    def _set_point(self, ctx: StepContext, z: Sequence[tf.Tensor], scale: float) -> None:
+        """Exact mode: ``w ← w0 + scale·z`` from the kept ``z``."""
+        for v, w0, zi in zip(ctx.variables, ctx.start, z, strict=True):
+            _assign(v, w0 + tf.constant(scale, zi.dtype) * zi)
 
     def _estimate_leaf(
-        self, ctx: StepContext, index: int, seeds: list[tf.Tensor], coefs: list[tf.Tensor]
+        self,
+        ctx: StepContext,
+        index: int,
+        seeds: list[tf.Tensor],
+        coefs: list[tf.Tensor],
+        kept: list[list[tf.Tensor]] | None = None,
     ) -> tf.Tensor:
-        """Leaf ``index`` of ``g̃ = (1/K) Σ_k c_k z_k``, with the z_k regenerated."""
+        """Leaf ``index`` of ``g̃ = (1/K) Σ_k c_k z_k`` (z_k kept, or regenerated)."""
         dtype = tf.as_dtype(ctx.variables[index].dtype)
         terms = [
-            tf.cast(c, dtype) * self.perturbation(ctx.variables, s, index)
-            for s, c in zip(seeds, coefs, strict=True)
+            tf.cast(c, dtype)
+            * (kept[k][index] if kept else self.perturbation(ctx.variables, s, index))
+            for k, (s, c) in enumerate(zip(seeds, coefs, strict=True))
         ]
         return tf.add_n(terms) / tf.constant(len(terms), dtype)
 
@@ -513,30 +518,37 @@ class ZerothOrder(DirectionalOptimizer):
         """Perturb, evaluate, update; see the class docstring."""
         seed = _step_seed(self, self.seed)
         seeds = [directions.make_seed(seed, k) for k in range(self.num_directions)]
+        k_last = self.num_directions - 1
+        # exact mode draws each z once and keeps it; in place regenerates it (no copy of w)
+        kept: list[list[tf.Tensor]] | None = None if self.in_place else []
         base = ctx.loss() if self.one_sided else None
         after: list[Any] = [] if base is None else [base]
         coefs, centres, finite = [], [], []
-        for s in seeds:
-            self._perturb(ctx, s, self.eps, after)
+        for k, s in enumerate(seeds):
+            if kept is not None:
+                kept.append(self.perturbations(ctx.variables, s))
+                self._set_point(ctx, kept[-1], self.eps)
+            else:
+                self._perturb(ctx, s, self.eps, after)
             plus = ctx.loss()
+            after = [plus]
             if self.one_sided:
-                if self.in_place:
-                    self._perturb(ctx, s, -self.eps, [plus])  # back to w (up to rounding)
                 coefs.append(one_sided_coefficient(plus, base, self.eps))
                 finite.append(tf.math.is_finite(plus))
-                after = [plus]
-                continue
-            if self.in_place:
-                self._perturb(ctx, s, -2.0 * self.eps, [plus])
             else:
-                self._mirror(ctx, [plus])
-            minus = ctx.loss()
-            if self.in_place:
-                self._perturb(ctx, s, self.eps, [minus])
-            coefs.append(two_point_coefficient(plus, minus, self.eps))
-            centres.append(0.5 * (plus + minus))
-            finite.append(tf.math.is_finite(plus) & tf.math.is_finite(minus))
-            after = [minus]
+                if kept is not None:
+                    self._set_point(ctx, kept[-1], -self.eps)
+                else:
+                    self._perturb(ctx, s, -2.0 * self.eps, after)
+                minus = ctx.loss()
+                after = [minus]
+                coefs.append(two_point_coefficient(plus, minus, self.eps))
+                centres.append(0.5 * (plus + minus))
+                finite.append(tf.math.is_finite(plus) & tf.math.is_finite(minus))
+            if kept is None and k < k_last:  # the last restore is fused with the update
+                after = self._perturb(ctx, s, -self.eps if self.one_sided else self.eps, after)
+        # in place, the variables now hold w + r·z_last (r = ε one-sided, −ε two-point)
+        residual = self.eps if self.one_sided else -self.eps
         loss = base if self.one_sided else tf.add_n(centres) / float(len(centres))
         slope = -tf.reduce_mean(tf.square(tf.stack(coefs)))
         lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
@@ -544,11 +556,14 @@ class ZerothOrder(DirectionalOptimizer):
 
         estimate = None
         if self.diagnostics:  # materialises g̃ (a copy of w): diagnostics are not memory-lean
-            if not self.in_place:
-                with tf.control_dependencies(after):
+            with tf.control_dependencies(after):
+                if self.in_place:
+                    after = self._perturb(ctx, seeds[-1], -residual, after)
+                    residual = 0.0
+                else:
                     ctx.restore()
             estimate = [
-                self._estimate_leaf(ctx, i, seeds, coefs) for i in range(len(ctx.variables))
+                self._estimate_leaf(ctx, i, seeds, coefs, kept) for i in range(len(ctx.variables))
             ]
             _report_diagnostics(ctx, estimate)
 
@@ -560,19 +575,37 @@ class ZerothOrder(DirectionalOptimizer):
             changes = ok if decays else move
 
             def update(i: int = i, v: Any = v, decays: bool = decays) -> tf.Tensor:
-                g = self._estimate_leaf(ctx, i, seeds, safe) if estimate is None else estimate[i]
-                w = tree._value(v) if self.in_place else ctx.start[i]
-                delta = -tf.cast(rate, g.dtype) * g
+                if estimate is not None:
+                    g = estimate[i]
+                else:
+                    g = self._estimate_leaf(ctx, i, seeds, safe, kept)
+                if self.in_place:  # undo the last perturbation and step in one write
+                    w = tree._value(v)
+                    if residual:
+                        z = self.perturbation(ctx.variables, seeds[-1], i)
+                        w = w - tf.constant(residual, z.dtype) * z
+                else:
+                    w = ctx.start[i]
+                new = w - tf.cast(rate, g.dtype) * g
                 if decays:
-                    delta = delta - tf.constant(self.weight_decay, g.dtype) * w
+                    new = new - tf.constant(self.weight_decay, g.dtype) * w
                 if self.in_place:
-                    with tf.control_dependencies(_assign(v, delta, add=True)):
+                    with tf.control_dependencies(_assign(v, new)):
                         return tf.zeros([], tf.bool)
-                return w + delta
+                return new
+
+            def restore_only(i: int = i, v: Any = v) -> tf.Tensor:
+                if residual:  # η = 0 and no decay: only the last perturbation is undone
+                    z = self.perturbation(ctx.variables, seeds[-1], i)
+                    with tf.control_dependencies(
+                        _assign(v, tf.constant(-residual, z.dtype) * z, add=True)
+                    ):
+                        return tf.zeros([], tf.bool)
+                return tf.zeros([], tf.bool)
 
             with tf.control_dependencies(after):
-                if self.in_place:  # η = 0 and no decay: nothing is generated nor written
-                    after = [tf.cond(changes, update, lambda: tf.zeros([], tf.bool))]
+                if self.in_place:
+                    after = [tf.cond(changes, update, restore_only)]
                 else:  # w0 itself when nothing changes: bit-identical, even a −0.0
                     after = _assign(v, tf.cond(changes, update, lambda i=i: ctx.start[i]))
         return {
