@@ -125,7 +125,7 @@ def gaussian(variables: Any, seed: Seed, num_directions: int | None = None) -> A
     )
 
 
-def rademacher_bits(shape: list[int], seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+def rademacher_bits(shape: Any, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     """``±1`` entries of ``shape`` from 32 signs per random word (counter-based, stateless).
 
     Draws ``⌈m/32⌉`` full-range int32 words with ``tf.random.stateless_uniform`` (Philox, a
@@ -136,11 +136,14 @@ def rademacher_bits(shape: list[int], seed: tf.Tensor, dtype: tf.DType) -> tf.Te
     of one draw per entry (about 4× faster than ``stateless_normal`` on CPU; see
     ``docs/bench_optimizers.md``).
     """
-    size = 1
-    for d in shape:
-        size *= int(d)
+    if isinstance(shape, tf.Tensor):  # a dynamic shape (e.g. an unknown batch size)
+        size = tf.reduce_prod(shape)
+    else:
+        size = 1
+        for d in shape:
+            size *= int(d)
     words = tf.random.stateless_uniform(
-        [(size + 31) // 32, 1], seed=seed, minval=None, maxval=None, dtype=tf.int32
+        tf.stack([(size + 31) // 32, 1]), seed=seed, minval=None, maxval=None, dtype=tf.int32
     )
     spread = tf.bitwise.left_shift(words, tf.range(32, dtype=tf.int32)[tf.newaxis, :])
     signs = tf.where(spread < 0, tf.constant(-1.0, dtype), tf.constant(1.0, dtype))

@@ -4,6 +4,11 @@ Every optimizer is a ``keras.optimizers.Optimizer`` subclass with a ``minimize(l
 var_list)`` step (Keras 3 has none) returning a dict of scalar tensors.
 """
 
+from dirgrad_opt.optimizers.activity import (
+    ActivityForwardGradient,
+    ActivityZerothOrder,
+    ModelClosure,
+)
 from dirgrad_opt.optimizers.base import DirectionalOptimizer, StepContext
 from dirgrad_opt.optimizers.guided import (
     DirectionalNewton,
@@ -16,17 +21,30 @@ from dirgrad_opt.optimizers.random_direction import (
     RandomDirectionLineSearch,
     ZerothOrder,
 )
+from dirgrad_opt.optimizers.zeroth_order import (
+    LowRankZerothOrder,
+    SparseZerothOrder,
+    ZOAdam,
+    ZOMomentum,
+)
 
 __all__ = [
+    "ActivityForwardGradient",
+    "ActivityZerothOrder",
     "ArmijoLineSearch",
     "DirectionalNewton",
     "DirectionalOptimizer",
     "ForwardGradient",
     "GradientOnlyLineSearch",
+    "LowRankZerothOrder",
+    "ModelClosure",
     "ParabolicLineSearch",
     "PolyakStep",
     "RandomDirectionLineSearch",
+    "SparseZerothOrder",
     "StepContext",
     "WolfeLineSearch",
+    "ZOAdam",
+    "ZOMomentum",
     "ZerothOrder",
 ]

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from dirgrad_opt.optimizers import DirectionalOptimizer
+from dirgrad_opt.optimizers import DirectionalOptimizer, ModelClosure
 
 StepFn = Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]
 MetricFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -183,9 +183,8 @@ def make_closure_step(
             outputs = model(x, training=True)
             info.update(_batch_metrics(metrics, outputs, y))
 
-        def closure() -> tf.Tensor:
-            return _objective(model, loss_fn, x, y)[1]
-
+        # L(w) as _objective computes it; also exposes model and batch (activity methods)
+        closure = ModelClosure(model, loss_fn, x, y)
         result = optimizer.minimize(closure, variables)
         for name, value in result.items():
             value = tf.convert_to_tensor(value)
