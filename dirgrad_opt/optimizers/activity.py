@@ -393,12 +393,10 @@ class _ActivityPerturbation(DirectionalOptimizer):
         if k == 1:
             return closure
         tile = lambda t: tf.concat([t] * k, axis=0)  # noqa: E731
-        return ModelClosure(
-            closure.model,
-            closure.loss_fn,
-            tf.nest.map_structure(tile, closure.inputs),
-            tf.nest.map_structure(tile, closure.labels),
-        )
+        replicated = copy.copy(closure)  # keeps a subclass's behaviour
+        replicated.inputs = tf.nest.map_structure(tile, closure.inputs)
+        replicated.labels = tf.nest.map_structure(tile, closure.labels)
+        return replicated
 
     def _estimate(
         self, coefficients: tf.Tensor, us: list, xs: list, layout: list[tuple]

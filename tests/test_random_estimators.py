@@ -1,0 +1,379 @@
+"""The issue-12 estimators: activity perturbation, ZO-Adam/momentum, LOZO, sparse ZO, fast ±1.
+
+Each estimator is checked for (a) unbiasedness on a quadratic — the mean of many estimates
+against the true gradient —, (b) cost counters equal to the passes that ran and no
+``GradientTape.gradient`` during a backprop-free step, (c) a seed-exact resume through the
+training runner, and (d) clear errors on bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gin
+import keras
+import numpy as np
+import problems
+import pytest
+import tensorflow as tf
+from tensorflow.python.eager import backprop
+
+from dirgrad_opt import directions, training
+from dirgrad_opt.optimizers import (
+    ActivityForwardGradient,
+    ActivityZerothOrder,
+    ForwardGradient,
+    LowRankZerothOrder,
+    ModelClosure,
+    SparseZerothOrder,
+    ZerothOrder,
+    ZOAdam,
+    ZOMomentum,
+)
+from dirgrad_opt.optimizers.activity import Taps, tap_dense_layers
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _assert_unbiased(samples: np.ndarray, gradient: np.ndarray, z_max: float = 4.5) -> None:
+    """Every coordinate's mean within ``z_max`` standard errors, and the test has power."""
+    mean = samples.mean(axis=0)
+    stderr = samples.std(axis=0, ddof=1) / np.sqrt(len(samples))
+    z = np.abs(mean - gradient) / np.maximum(stderr, 1e-12)
+    assert np.all(z < z_max), f"max z-score {z.max():.2f}"
+    assert np.linalg.norm(stderr) < 0.2 * np.linalg.norm(gradient)
+
+
+def _matrix_quadratic():
+    """f(W, b) = ½ vec(W,b)ᵀ A vec(W,b) + cᵀ vec(W,b), W 4×3, b 3 (15 coordinates)."""
+    rng = np.random.default_rng(1)
+    m = rng.standard_normal((15, 15))
+    a = tf.constant(m @ m.T / 15 + np.eye(15), tf.float64)
+    c = tf.constant(rng.standard_normal(15), tf.float64)
+    w = tf.Variable(tf.constant(rng.standard_normal((4, 3)), tf.float64))
+    b = tf.Variable(tf.constant(rng.standard_normal(3), tf.float64))
+
+    def loss_fn():
+        x = tf.concat([tf.reshape(w, [-1]), b], 0)
+        return 0.5 * tf.tensordot(x, tf.linalg.matvec(a, x), 1) + tf.tensordot(c, x, 1)
+
+    return [w, b], loss_fn
+
+
+def _estimates(opt, loss_fn, variables, samples: int) -> np.ndarray:
+    """``samples`` estimates ``g̃`` at ``w₀``: steps of size 1 from ``w₀`` (successive seeds)."""
+    w0 = [tf.identity(v) for v in variables]
+    opt.build(variables)
+
+    @tf.function
+    def collect():
+        out = tf.TensorArray(tf.float64, size=samples)
+        for i in tf.range(samples):
+            for v, w in zip(variables, w0, strict=True):
+                v.assign(w)
+            opt.minimize(loss_fn, variables)
+            flat = [tf.reshape(tf.cast(w - v, tf.float64), [-1]) for v, w in zip(variables, w0)]
+            out = out.write(i, tf.concat(flat, 0))
+        return out.stack()
+
+    result = collect().numpy()
+    for v, w in zip(variables, w0, strict=True):
+        v.assign(w)
+    return result
+
+
+def _true_gradient(loss_fn, variables) -> np.ndarray:
+    with tf.GradientTape() as tape:
+        value = loss_fn()
+    grads = tape.gradient(value, variables)
+    return np.concatenate([tf.reshape(tf.cast(g, tf.float64), [-1]).numpy() for g in grads])
+
+
+def _linear_net(seed: int = 0, dtype: str = "float64"):
+    """A 2-layer *linear* Dense net 3→4→2 with MSE on 8 examples: quadratic in its weights."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((3,), dtype=dtype)
+    h = keras.layers.Dense(4, dtype=dtype, name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, dtype=dtype, name="out")(h))
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal((8, 3)), dtype)
+    y = tf.constant(rng.standard_normal((8, 2)), dtype)
+
+    def mse(outputs, labels):
+        return tf.reduce_mean(tf.square(outputs - labels))
+
+    return model, ModelClosure(model, mse, x, y)
+
+
+# ----------------------------------------------------------------------------- ±1 sampler
+
+
+def test_rademacher_bits_are_fair_independent_signs_and_reproducible():
+    seed = directions.make_seed(3)
+    z = directions.rademacher_bits([100, 1000], seed, tf.float32).numpy()
+    assert set(np.unique(z)) == {-1.0, 1.0}
+    assert abs(z.mean()) < 4 / np.sqrt(z.size)  # fair
+    lag = np.mean(z.ravel()[:-1] * z.ravel()[1:])  # neighbouring bits of one word
+    assert abs(lag) < 4 / np.sqrt(z.size)
+    np.testing.assert_array_equal(z, directions.rademacher_bits([100, 1000], seed, tf.float32))
+    dynamic = directions.rademacher_bits(tf.constant([100, 1000]), seed, tf.float32)
+    np.testing.assert_array_equal(z, dynamic)
+    other = directions.rademacher_bits([100, 1000], directions.make_seed(4), tf.float32)
+    assert np.mean(z != other.numpy()) > 0.45
+
+
+# ----------------------------------------------------------------------------- unbiasedness
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ZerothOrder(1.0, distribution="rademacher", seed=2),
+        lambda: LowRankZerothOrder(1.0, rank=2, lazy_steps=1, seed=2),
+        lambda: SparseZerothOrder(1.0, density=0.3, seed=2),
+    ],
+    ids=["zo_rademacher", "lozo", "sparse"],
+)
+def test_weight_perturbation_estimates_are_unbiased_on_a_quadratic(make):
+    """The central difference is exact on a quadratic, so E[c z] = E[z zᵀ] ∇f = ∇f."""
+    variables, loss_fn = _matrix_quadratic()
+    gradient = _true_gradient(loss_fn, variables)
+    _assert_unbiased(_estimates(make(), loss_fn, variables, 4000), gradient)
+
+
+def test_lozo_with_lazy_v_is_biased_within_a_window_as_documented():
+    """With V fixed (ν > samples) the mean is the gradient projected on span(V), not ∇f."""
+    variables, loss_fn = _matrix_quadratic()
+    gradient = _true_gradient(loss_fn, variables)
+    samples = _estimates(LowRankZerothOrder(1.0, rank=1, lazy_steps=10**6), loss_fn, variables, 3000)
+    mean = samples.mean(0)
+    stderr = samples.std(0, ddof=1) / np.sqrt(len(samples))
+    assert np.max(np.abs(mean - gradient)[:12] / stderr[:12]) > 6  # the matrix part is biased
+
+
+@pytest.mark.parametrize("cls", [ActivityForwardGradient, ActivityZerothOrder])
+def test_activity_perturbation_is_unbiased_on_a_linear_net(cls):
+    """Linear net + MSE: the loss is quadratic in the pre-activations, so both the JVP and
+    the central difference are exact and the local weight gradients are unbiased."""
+    model, closure = _linear_net()
+    variables = model.trainable_variables
+    gradient = _true_gradient(closure, variables)
+    opt = cls(learning_rate=1.0, seed=4)
+    _assert_unbiased(_estimates(opt, closure, variables, 4000), gradient)
+
+
+def test_activity_estimate_with_one_perturbation_per_unit_is_not_the_gradient():
+    """The test above has teeth: a single estimate is far from the gradient (noise)."""
+    model, closure = _linear_net()
+    variables = model.trainable_variables
+    gradient = _true_gradient(closure, variables)
+    one = _estimates(ActivityForwardGradient(learning_rate=1.0, seed=4), closure, variables, 1)[0]
+    assert np.linalg.norm(one - gradient) > 0.2 * np.linalg.norm(gradient)
+
+
+# ----------------------------------------------------------------------------- no backprop
+
+
+class _GradientCalls:
+    """Patches ``GradientTape.gradient`` to record callers other than TF's forward mode.
+
+    TF 2.21 implements the JVP of many ops inside ``tf.autodiff.ForwardAccumulator`` by
+    transposing that op's own VJP (``forwardprop._jvp_helper``): an op-local computation that
+    is part of a forward-mode pass, not a backward pass through the model. Those calls are
+    allowed; every other call is recorded.
+    """
+
+    def __init__(self, monkeypatch):
+        self.calls: list[str] = []
+        original = backprop.GradientTape.gradient
+
+        def gradient(tape, *args, **kwargs):
+            import inspect
+
+            frames = [f.function for f in inspect.stack()[1:6]]
+            if "_jvp_helper" not in frames:
+                self.calls.append(" < ".join(frames))
+            return original(tape, *args, **kwargs)
+
+        monkeypatch.setattr(backprop.GradientTape, "gradient", gradient)
+
+
+BACKPROP_FREE = {
+    "zo_exact": (lambda: ZerothOrder(1e-3), (2, 0, 0)),
+    "zo_in_place_k2": (lambda: ZerothOrder(1e-3, in_place=True, num_directions=2), (4, 0, 0)),
+    "zo_adam": (lambda: ZOAdam(1e-3), (2, 0, 0)),
+    "zo_momentum_k3": (lambda: ZOMomentum(1e-3, num_directions=3), (6, 0, 0)),
+    "lozo_one_sided": (lambda: LowRankZerothOrder(1e-3, one_sided=True), (2, 0, 0)),
+    "sparse": (lambda: SparseZerothOrder(1e-3), (2, 0, 0)),
+    "fg_forward": (lambda: ForwardGradient(1e-3, distribution="rademacher"), (1, 0, 1)),
+    "afg": (lambda: ActivityForwardGradient(1e-3), (1, 0, 1)),
+    "afg_adam_k3": (
+        lambda: ActivityForwardGradient(inner=keras.optimizers.Adam(1e-3), num_samples=3),
+        (3, 0, 3),
+    ),
+    "azo": (lambda: ActivityZerothOrder(1e-3, distribution="rademacher"), (2, 0, 0)),
+}
+
+
+class _CountingClosure(ModelClosure):
+    """Counts the forward passes that actually ran (the model's calls)."""
+
+    runs = 0
+
+    def outputs(self):
+        type(self).runs += 1
+        return super().outputs()
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+@pytest.mark.parametrize("name", sorted(BACKPROP_FREE))
+def test_counters_match_what_ran_and_no_backward_pass_runs(name, graph, monkeypatch):
+    make, (fwd, bwd, jvps) = BACKPROP_FREE[name]
+    model, closure = _linear_net(dtype="float32")
+    counting = _CountingClosure(model, closure.loss_fn, closure.inputs, closure.labels)
+    opt = make()
+    opt.build(model.trainable_variables)  # else tf.function traces twice (variable creation)
+    calls = _GradientCalls(monkeypatch)
+    step = lambda: opt.minimize(counting, model.trainable_variables)  # noqa: E731
+    if graph:
+        step = tf.function(step)
+    _CountingClosure.runs = 0
+    info = step()  # eager: runs once; graph: traced once (each pass traced once)
+    assert (int(info["forward_passes"]), int(info["backward_passes"]), int(info["jvps"])) == (
+        fwd,
+        bwd,
+        jvps,
+    )
+    # every counted forward pass is one model call (a replicated batch is one call of K·B)
+    samples = getattr(opt, "num_samples", 1)
+    assert _CountingClosure.runs * samples == fwd
+    assert calls.calls == [], f"GradientTape.gradient ran: {calls.calls}"
+    assert int(opt.totals["backward_passes"]) == 0
+
+
+def test_the_no_backprop_check_can_fail(monkeypatch):
+    """Mutant guard: a method that does backprop is caught by the patched tape."""
+    model, closure = _linear_net(dtype="float32")
+    calls = _GradientCalls(monkeypatch)
+    ZerothOrder(1e-3, diagnostics=True).minimize(closure, model.trainable_variables)
+    assert calls.calls
+
+
+# ----------------------------------------------------------------------------- layer access
+
+
+def test_taps_record_layer_inputs_and_leave_the_model_unchanged_outside():
+    model, closure = _linear_net()
+    before = model(closure.inputs).numpy()
+    layers = tap_dense_layers(model)
+    assert [layer.name for layer in layers] == ["hidden", "out"]
+    np.testing.assert_array_equal(before, model(closure.inputs).numpy())
+    with Taps(layers) as record:
+        out = model(closure.inputs)
+    np.testing.assert_array_equal(before, out.numpy())
+    np.testing.assert_array_equal(record.inputs[0].numpy(), closure.inputs.numpy())
+    hidden = closure.inputs @ layers[0].kernel + layers[0].bias
+    np.testing.assert_allclose(record.inputs[1].numpy(), hidden.numpy())
+    shift = [tf.zeros([8, 4], tf.float64), tf.ones([8, 2], tf.float64)]
+    with Taps(layers, shift):
+        np.testing.assert_allclose(model(closure.inputs).numpy(), before + 1.0)
+    assert tap_dense_layers(model, ["out"]) == [layers[1]]  # idempotent
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda m, c: (lambda: c.loss_fn(m(c.inputs), c.labels)), "ModelClosure"),
+        (lambda m, c: ModelClosure(m, c.loss_fn, c.inputs, c.labels), "does not belong"),
+    ],
+    ids=["plain_closure", "untapped_variable"],
+)
+def test_activity_methods_explain_what_they_need(build, match):
+    model, closure = _linear_net()
+    opt = ActivityForwardGradient(1e-3, layers=["out"] if match == "does not belong" else None)
+    with pytest.raises(ValueError, match=match):
+        opt.minimize(build(model, closure), model.trainable_variables)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: ActivityForwardGradient(num_samples=0), "num_samples"),
+        (lambda: ActivityForwardGradient(distribution="cauchy"), "distribution"),
+        (lambda: ActivityForwardGradient(layers="dense"), "list of layer names"),
+        (lambda: ActivityZerothOrder(eps=0.0), "eps"),
+        (lambda: ZOAdam(in_place=True), "in_place"),
+        (lambda: ZOMomentum(momentum=1.0), "momentum"),
+        (lambda: LowRankZerothOrder(rank=0), "rank"),
+        (lambda: LowRankZerothOrder(distribution="rademacher"), "Gaussian"),
+        (lambda: SparseZerothOrder(density=0.0), "density"),
+        (
+            lambda: ActivityForwardGradient(learning_rate=0.1, inner=keras.optimizers.Adam()),
+            "inner",
+        ),
+    ],
+)
+def test_bad_hyperparameters_raise_a_clear_error(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_unknown_tap_layer_is_named():
+    model, closure = _linear_net()
+    with pytest.raises(ValueError, match="'nope' is not in model"):
+        ActivityForwardGradient(1e-3, layers=["nope"]).minimize(closure, model.trainable_variables)
+
+
+# ----------------------------------------------------------------------------- runner, resume
+
+TINY = [
+    *problems.TINY_RUN,
+    "train.num_steps = 30",
+    "train.eval_every = 10",
+    "train.checkpoint_every = 10",
+    "train.log_every = 5",
+    "train.progress_every_s = 1000.0",
+]
+RUNNER_CASES = {
+    "afg_adam": [
+        "train.optimizer = @ActivityForwardGradient()",
+        "ActivityForwardGradient.inner = @Adam()",
+        "ActivityForwardGradient.num_samples = 2",
+    ],
+    "azo": ["train.optimizer = @ActivityZerothOrder()", "ActivityZerothOrder.learning_rate = 0.05"],
+    "zo_adam": ["train.optimizer = @ZOAdam()", "ZOAdam.distribution = 'rademacher'"],
+    "lozo": ["train.optimizer = @LowRankZerothOrder()", "LowRankZerothOrder.lazy_steps = 7"],
+}
+
+
+def _run(workdir: Path, bindings: list[str], stop_after: int | None = None):
+    gin.clear_config()
+    gin.parse_config([*TINY, *bindings])
+    return training.run(str(workdir), stop_after=stop_after)
+
+
+def _checkpoint(workdir: Path) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(str(workdir / "checkpoints"))
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if "clocks" not in name and not name.startswith("_CHECKPOINTABLE")
+    }
+
+
+@pytest.mark.parametrize("name", sorted(RUNNER_CASES))
+def test_runner_resume_is_seed_exact(name, tmp_path):
+    """Interrupted at step 25 (checkpoint at 20) and resumed = the uninterrupted run, bitwise."""
+    bindings = RUNNER_CASES[name]
+    full = _run(tmp_path / "full", bindings)
+    assert _run(tmp_path / "resumed", bindings, stop_after=25) is None
+    resumed = _run(tmp_path / "resumed", bindings)
+    for result in (full, resumed):
+        result.pop("times")
+        inner = result["optimizer"]["config"].get("inner") or {}
+        inner.get("config", {}).pop("name", None)  # Keras numbers same-process instances
+    assert resumed == full
+    a, b = _checkpoint(tmp_path / "full"), _checkpoint(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
