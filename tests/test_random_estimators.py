@@ -72,7 +72,10 @@ def _estimates(opt, loss_fn, variables, samples: int) -> np.ndarray:
             for v, w in zip(variables, w0, strict=True):
                 v.assign(w)
             opt.minimize(loss_fn, variables)
-            flat = [tf.reshape(tf.cast(w - v, tf.float64), [-1]) for v, w in zip(variables, w0, strict=True)]
+            flat = [
+                tf.reshape(tf.cast(w - v, tf.float64), [-1])
+                for v, w in zip(variables, w0, strict=True)
+            ]
             out = out.write(i, tf.concat(flat, 0))
         return out.stack()
 
@@ -284,7 +287,7 @@ def test_taps_record_layer_inputs_and_leave_the_model_unchanged_outside():
 @pytest.mark.parametrize(
     "build, match",
     [
-        (lambda m, c: (lambda: c.loss_fn(m(c.inputs), c.labels)), "ModelClosure"),
+        (lambda m, c: lambda: c.loss_fn(m(c.inputs), c.labels), "ModelClosure"),
         (lambda m, c: ModelClosure(m, c.loss_fn, c.inputs, c.labels), "does not belong"),
     ],
     ids=["plain_closure", "untapped_variable"],
