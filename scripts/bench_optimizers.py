@@ -68,6 +68,14 @@ from absl import app, flags  # noqa: E402
 from benchlib import machine  # noqa: E402
 
 from dirgrad_opt import directions  # noqa: E402
+from dirgrad_opt.optimizers import (  # noqa: E402
+    ActivityForwardGradient,
+    ActivityZerothOrder,
+    LowRankZerothOrder,
+    ModelClosure,
+    SparseZerothOrder,
+    ZOAdam,
+)
 from dirgrad_opt.optimizers.random_direction import (  # noqa: E402
     ForwardGradient,
     RandomDirectionLineSearch,
@@ -82,6 +90,16 @@ _REPEATS = flags.DEFINE_integer("repeats", 30, "timed round-robin repetitions (s
 _MEMORY_REPEATS = flags.DEFINE_integer("memory_repeats", 3, "steps measured for memory")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "batch size of the step part (# examples)")
 _WIDTHS = flags.DEFINE_list("widths", ["512", "512"], "hidden widths of the step-part MLP")
+_MODEL = flags.DEFINE_enum(
+    "model",
+    "mlp",
+    ["mlp", "mnist1d"],
+    "step-part model: 'mlp' (784-widths-10, relu) or 'mnist1d' (the residual MNIST-1D MLP "
+    "40-256-256-10 of dirgrad_opt.models.mnist1d_mlp, 78 858 weights; use --batch_size=100)",
+)
+_VARIANTS = flags.DEFINE_list(
+    "variants", None, "step part: only these variant names (plus forward pass and SGD)"
+)
 _BUDGET = flags.DEFINE_integer("budget_fpe", 30_000, "MNIST-1D budget in forward-pass equivalents")
 _WIDTH_1D = flags.DEFINE_integer("mnist1d_width", 256, "width of the MNIST-1D residual MLP")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir for mnist1d (default: a tmp dir)")
@@ -95,7 +113,14 @@ GENERATE_Z = "generate z (all weights, Gaussian)"
 SGD = "backprop SGD"
 ZO_EXACT = "ZerothOrder (exact)"
 ZO_IN_PLACE = "ZerothOrder (in place)"
-MEMORY_VARIANTS = (FORWARD_PASS, SGD, "ForwardGradient K=1", ZO_EXACT, ZO_IN_PLACE)
+MEMORY_VARIANTS = (
+    FORWARD_PASS,
+    SGD,
+    "ForwardGradient K=1",
+    ZO_EXACT,
+    ZO_IN_PLACE,
+    "ZerothOrder (in place, Rademacher)",
+)
 MB = 2.0**20
 
 
@@ -120,20 +145,29 @@ class Variant:
     note: str = ""
 
 
+def _input_dim() -> int:
+    return 40 if _MODEL.value == "mnist1d" else 784
+
+
 def _mlp(seed: int, widths: list[int]) -> keras.Model:
     keras.utils.set_random_seed(seed)
+    if _MODEL.value == "mnist1d":
+        from dirgrad_opt.models import mnist1d_mlp
+
+        return mnist1d_mlp((40,), 10, width=int(widths[0]) if widths else 256)
     layers = [keras.Input((784,))]
     layers += [keras.layers.Dense(w, activation="relu") for w in widths]
     layers += [keras.layers.Dense(10)]
     return keras.Sequential(layers)
 
 
-def _loss_closure(model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> Callable[[], tf.Tensor]:
-    def loss_fn() -> tf.Tensor:
-        logits = model(x, training=False)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+def _cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
 
-    return loss_fn
+
+def _loss_closure(model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> Callable[[], tf.Tensor]:
+    """The loss closure; a ``ModelClosure`` (same value) so activity methods see the layers."""
+    return ModelClosure(model, _cross_entropy, x, y)
 
 
 def _optimizer_variants() -> list[tuple[str, Callable[[], Any] | None, str]]:
@@ -148,6 +182,21 @@ def _optimizer_variants() -> list[tuple[str, Callable[[], Any] | None, str]]:
             lambda: ZerothOrder(1e-4, distribution="rademacher"),
             "±1 z: cheaper to generate",
         ),
+        (
+            "ZerothOrder (in place, Rademacher)",
+            lambda: ZerothOrder(1e-4, in_place=True, distribution="rademacher"),
+            "MeZO memory, ±1 z",
+        ),
+        (
+            "ForwardGradient K=1 (Rademacher)",
+            lambda: ForwardGradient(1e-4, distribution="rademacher"),
+            "±1 v",
+        ),
+        ("ZOAdam (Rademacher)", lambda: ZOAdam(1e-4, distribution="rademacher"), ""),
+        ("LowRankZerothOrder r=2", lambda: LowRankZerothOrder(1e-4), ""),
+        ("SparseZerothOrder p=0.1", lambda: SparseZerothOrder(1e-4), ""),
+        ("ActivityForwardGradient K=1", lambda: ActivityForwardGradient(1e-3), ""),
+        ("ActivityZerothOrder K=1", lambda: ActivityZerothOrder(1e-3), ""),
         ("RandomDirectionLineSearch", lambda: RandomDirectionLineSearch(), ""),
     ]
     try:
@@ -170,11 +219,15 @@ def build_step_variants(
     """The step variants on the benchmark MLP at ``batch`` (all, or those named in ``only``)."""
     widths = [int(w) for w in _WIDTHS.value]
     rng = np.random.default_rng(seed)
-    x = tf.constant(rng.standard_normal((batch, 784)), tf.float32)
+    x = tf.constant(rng.standard_normal((batch, _input_dim())), tf.float32)
     y = tf.constant(rng.integers(0, 10, batch), tf.int32)
     variants = []
 
     def wanted(name: str) -> bool:
+        if name in (FORWARD_PASS, SGD):
+            return only is None or name in only
+        if _VARIANTS.value is not None and name not in _VARIANTS.value:
+            return False
         return only is None or name in only
 
     model = _mlp(seed, widths)
@@ -507,10 +560,14 @@ def main(argv: list[str]) -> None:
     if "step" in _PARTS.value:
         jit = _COMPILE.value == "xla"
         variants, n = run_step_part(seed, jit, _REPEATS.value)
-        widths = "-".join(["784", *_WIDTHS.value, "10"])
+        widths = (
+            "residual MNIST-1D MLP 40-256-256-10"
+            if _MODEL.value == "mnist1d"
+            else "MLP " + "-".join(["784", *_WIDTHS.value, "10"])
+        )
         report += [
             "",
-            f"## One step: MLP {widths}, batch {_BATCH.value}, "
+            f"## One step: {widths}, batch {_BATCH.value}, "
             f"{'XLA' if jit else 'graph mode (no XLA)'}, {_REPEATS.value} round-robin repetitions",
             "",
             step_table(variants, n),

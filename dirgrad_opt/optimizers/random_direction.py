@@ -575,17 +575,21 @@ class ZerothOrder(DirectionalOptimizer):
             changes = ok if decays else move
 
             def update(i: int = i, v: Any = v, decays: bool = decays) -> tf.Tensor:
-                if estimate is not None:
-                    g = estimate[i]
-                else:
-                    g = self._estimate_leaf(ctx, i, seeds, safe, kept)
-                if self.in_place:  # undo the last perturbation and step in one write
-                    w = tree._value(v)
-                    if residual:
-                        z = self.perturbation(ctx.variables, seeds[-1], i)
-                        w = w - tf.constant(residual, z.dtype) * z
-                else:
+                if not self.in_place:
                     w = ctx.start[i]
+                    g = (
+                        self._estimate_leaf(ctx, i, seeds, safe, kept)
+                        if estimate is None
+                        else estimate[i]
+                    )
+                elif estimate is not None:
+                    w, g = tree._value(v), estimate[i]
+                else:  # undo the last perturbation and step in one write, z_last drawn once
+                    z_last = self.perturbation(ctx.variables, seeds[-1], i)
+                    w = tree._value(v) - tf.constant(residual, z_last.dtype) * z_last
+                    g = self._estimate_leaf(ctx, i, seeds[:-1], safe[:-1]) if k_last else None
+                    last = tf.cast(safe[-1], z_last.dtype) * z_last / float(len(seeds))
+                    g = last if g is None else g * (k_last / len(seeds)) + last
                 new = w - tf.cast(rate, g.dtype) * g
                 if decays:
                     new = new - tf.constant(self.weight_decay, g.dtype) * w
