@@ -380,10 +380,11 @@ def step_table(variants: list[Variant], num_weights: int) -> str:
             f"| {_state_bytes(v.optimizer) / MB:.3f} | {v.note} |"
         )
     weights_mb = num_weights * 4 / MB
+    width = 256 if _MODEL.value == "mnist1d" else int(_WIDTHS.value[0])
     lines.append("")
     lines.append(
         f"Model: {num_weights:,} weights = {weights_mb:.2f} MB (float32); one activation of "
-        f"width 512 at batch {_BATCH.value} = {_BATCH.value * 512 * 4 / MB:.2f} MB."
+        f"width {width} at batch {_BATCH.value} = {_BATCH.value * width * 4 / MB:.2f} MB."
     )
     return "\n".join(lines)
 

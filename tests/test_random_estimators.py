@@ -23,6 +23,7 @@ from dirgrad_opt.optimizers import (
     ActivityForwardGradient,
     ActivityZerothOrder,
     ForwardGradient,
+    GuidedForwardGradient,
     LowRankZerothOrder,
     ModelClosure,
     SparseZerothOrder,
@@ -35,13 +36,15 @@ from dirgrad_opt.optimizers.activity import Taps, tap_dense_layers
 # ----------------------------------------------------------------------------- helpers
 
 
-def _assert_unbiased(samples: np.ndarray, gradient: np.ndarray, z_max: float = 4.5) -> None:
+def _assert_unbiased(
+    samples: np.ndarray, gradient: np.ndarray, z_max: float = 4.5, power: float = 0.2
+) -> None:
     """Every coordinate's mean within ``z_max`` standard errors, and the test has power."""
     mean = samples.mean(axis=0)
     stderr = samples.std(axis=0, ddof=1) / np.sqrt(len(samples))
     z = np.abs(mean - gradient) / np.maximum(stderr, 1e-12)
     assert np.all(z < z_max), f"max z-score {z.max():.2f}"
-    assert np.linalg.norm(stderr) < 0.2 * np.linalg.norm(gradient)
+    assert np.linalg.norm(stderr) < power * np.linalg.norm(gradient)
 
 
 def _matrix_quadratic():
@@ -381,3 +384,53 @@ def test_runner_resume_is_seed_exact(name, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+# ----------------------------------------------------------------------------- guided
+
+
+def _guided_samples(opt, loss_fn, variables, guess, samples: int) -> np.ndarray:
+    """Estimates at ``w₀`` with the guess held at ``guess`` (reset before every step)."""
+    w0 = [tf.identity(v) for v in variables]
+    opt.build(variables)
+
+    @tf.function
+    def collect():
+        out = tf.TensorArray(tf.float64, size=samples)
+        for i in tf.range(samples):
+            for v, w, g, m in zip(variables, w0, opt._guess, guess, strict=True):
+                v.assign(w)
+                g.assign(m)
+            opt.minimize(loss_fn, variables)
+            flat = [
+                tf.reshape(tf.cast(w - v, tf.float64), [-1])
+                for v, w in zip(variables, w0, strict=True)
+            ]
+            out = out.write(i, tf.concat(flat, 0))
+        return out.stack()
+
+    return collect().numpy()
+
+
+@pytest.mark.parametrize("unbiased", [True, False], ids=["corrected", "uncorrected"])
+def test_guided_forward_gradient_mean_matches_its_documented_expectation(unbiased):
+    """Corrected: E[g̃] = ∇L. Uncorrected: E[g̃] = ((1−α)∇L + αn(u·∇L)u)/(1−α+αn)."""
+    variables, loss_fn = _matrix_quadratic()
+    gradient = _true_gradient(loss_fn, variables)
+    rng = np.random.default_rng(7)
+    guess_flat = gradient + 2.0 * rng.standard_normal(15)  # a rough guess of the gradient
+    guess = [
+        tf.constant(guess_flat[:12].reshape(4, 3), tf.float64),
+        tf.constant(guess_flat[12:], tf.float64),
+    ]
+    alpha, n = 0.5, 15
+    opt = GuidedForwardGradient(1.0, guide_weight=alpha, unbiased=unbiased, seed=1)
+    samples = _guided_samples(opt, loss_fn, variables, guess, 4000)
+    u = guess_flat / np.linalg.norm(guess_flat)
+    expected = gradient
+    if not unbiased:
+        expected = ((1 - alpha) * gradient + alpha * n * (u @ gradient) * u) / (
+            1 - alpha + alpha * n
+        )
+        assert np.linalg.norm(expected - gradient) > 0.1 * np.linalg.norm(gradient)
+    _assert_unbiased(samples, expected, power=0.3)  # the Σ⁻¹ correction adds variance

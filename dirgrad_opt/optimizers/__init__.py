@@ -10,6 +10,7 @@ from dirgrad_opt.optimizers.activity import (
     ModelClosure,
 )
 from dirgrad_opt.optimizers.base import DirectionalOptimizer, StepContext
+from dirgrad_opt.optimizers.forward_gradient import GuidedForwardGradient
 from dirgrad_opt.optimizers.guided import (
     DirectionalNewton,
     GradientOnlyLineSearch,
@@ -36,6 +37,7 @@ __all__ = [
     "DirectionalOptimizer",
     "ForwardGradient",
     "GradientOnlyLineSearch",
+    "GuidedForwardGradient",
     "LowRankZerothOrder",
     "ModelClosure",
     "ParabolicLineSearch",
