@@ -245,7 +245,7 @@ def test_shipped_sweeps_build_every_optimizer_they_name():
                 built.add(type(optimizer).__name__)
     finally:
         gin.clear_config()
-    assert len(built) == 11, built
+    assert len(built) == 18, built
 
 
 # -- trial outcomes ------------------------------------------------------------------------------
