@@ -385,30 +385,28 @@ class ZerothOrder(DirectionalOptimizer):
 
     Cost per step: 2K forward passes (K + 1 one-sided), 0 backward passes, 0 JVPs
     (``diagnostics=True`` adds 1 forward + 1 backward pass). Besides the passes, ``z`` is
-    generated 2K times per step in the exact mode (perturb, update) and 4K times in place
-    (3K one-sided). On CPU, TF's Gaussian sampler is slow: drawing z for the benchmark MLP
-    784-512-512-10 takes ~2.5 forward passes at batch 256 (as long as a forward pass over ~600
-    examples), so at small batches the sampling, not the passes, dominates the step's time;
-    ``distribution="rademacher"`` samples 2–3× faster (``docs/bench_optimizers.md``).
+    generated K times per step in the exact mode (drawn once and kept for the step) and 3K
+    times in place (2K + 1 one-sided; the last restore is fused with the update). TF's Gaussian
+    sampler is slow on CPU; ``distribution="rademacher"`` draws 32 signs per random word
+    (:func:`dirgrad_opt.directions.rademacher_bits`, ~4× faster). Measured on the MNIST-1D MLP
+    at batch 100 (``docs/random_direction.md``): 1.87× a backprop SGD step with Gaussian z,
+    1.33× with ±1 z, where two forward passes alone are ~1.04×.
 
     **Restoring the weights.** By default (``in_place=False``) the step keeps the start point
-    ``w`` (the base class's snapshot) and sets the variables to ``w + εz``, then
-    ``2w − (w + εz)`` (= ``w − εz``, no second draw of z), and finally to ``w − η g̃`` computed
-    from the kept ``w`` (or to ``w`` itself when η = 0): the weights are restored
-    **bit-exactly** (tested: 10 000 steps with η = 0 change no bit). Memory: one extra copy of
-    the weights (the variables hold ``w ± εz`` while the snapshot holds ``w``) plus one leaf of
-    ``z`` at a time (leaves are processed one after another); no activations are kept for a
-    backward pass. So it undercuts backprop only where backprop's stored activations outweigh
-    that copy: on the benchmark MLP 784-512-512-10 it is below backprop SGD from batch ~1000
-    on (6.8 vs 9.5 MB at batch 1024, 19 vs 26 MB at 4096) but above it at batch 256 (4.3–5.5
-    vs 3.0–4.5 MB).
+    ``w`` (the base class's snapshot) and this step's ``z``, sets the variables to ``w + εz``,
+    then ``w − εz``, and finally to ``w − η g̃`` computed from the kept ``w`` (or to ``w``
+    itself when η = 0): the weights are restored **bit-exactly** (tested: 10 000 steps with
+    η = 0 change no bit). Memory: two weights-sized buffers (the snapshot ``w`` and ``z``; K+1
+    with K directions); no activations are kept for a backward pass. So it undercuts backprop
+    only where backprop's stored activations outweigh them (on the MNIST-1D MLP at batch 1000:
+    4.66 vs 4.16–4.88 MB step peak).
 
-    ``in_place=True`` is MeZO's variant: ``w += εz``, ``w −= 2εz``, ``w += εz``, then
-    ``w −= η g̃``, regenerating ``z`` each time. Inside ``tf.function`` it holds no copy of the
-    weights: the step's memory is that of inference plus one leaf of ``z`` (TF's sampler needs
-    about twice the leaf's size) — below backprop SGD on the benchmark MLP from batch 256 on
-    (2.0–3.1 vs 3.0–4.5 MB at batch 256; at 4096 equal to the forward pass alone, 16 vs 26 MB).
-    The price: ``w + εz − 2εz + εz`` is not ``w`` in floating point, so the weights drift by
+    ``in_place=True`` is MeZO's variant: ``w += εz``, ``w −= 2εz``, then ``w += εz − η g̃`` in
+    one write, regenerating ``z`` leaf by leaf each time. Inside ``tf.function`` it holds no
+    copy of the weights: the step's memory is that of inference plus one leaf of ``z`` and the
+    sampler's temporaries — below backprop SGD (MNIST-1D MLP at batch 1000: 1.95 MB, the
+    forward pass alone, vs 4.16–4.88 MB). The price: ``w + εz − 2εz + εz`` is not ``w`` in
+    floating point, so the weights drift by
     rounding. Measured (float32 MLP 40-64-10, 3 274 weights of rms 0.2, η = 0, 10 000 steps,
     ``scripts/bench_optimizers.py --parts=drift``): 99.5 % of the weights moved, by 7.5e-7 on
     average and 1.1e-5 at most (≤ 1e-4 relative) for ε = 1e-3 or 1e-2 — a random walk of
