@@ -347,9 +347,7 @@ RUNNER_CASES = {
         "ActivityForwardGradient.inner = @Adam()",
         "ActivityForwardGradient.num_samples = 2",
     ],
-    "azo": ["train.optimizer = @ActivityZerothOrder()", "ActivityZerothOrder.learning_rate = 0.05"],
     "zo_adam": ["train.optimizer = @ZOAdam()", "ZOAdam.distribution = 'rademacher'"],
-    "lozo": ["train.optimizer = @LowRankZerothOrder()", "LowRankZerothOrder.lazy_steps = 7"],
 }
 
 
@@ -368,6 +366,7 @@ def _checkpoint(workdir: Path) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RUNNER_CASES))
 def test_runner_resume_is_seed_exact(name, tmp_path):
     """Interrupted at step 25 (checkpoint at 20) and resumed = the uninterrupted run, bitwise."""
