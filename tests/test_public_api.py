@@ -6,16 +6,24 @@ from dirgrad_opt import directional, directions, line_search, optimizers, tree
 
 def test_optimizers_exports():
     assert sorted(optimizers.__all__) == [
+        "ActivityForwardGradient",
+        "ActivityZerothOrder",
         "ArmijoLineSearch",
         "DirectionalNewton",
         "DirectionalOptimizer",
         "ForwardGradient",
         "GradientOnlyLineSearch",
+        "GuidedForwardGradient",
+        "LowRankZerothOrder",
+        "ModelClosure",
         "ParabolicLineSearch",
         "PolyakStep",
         "RandomDirectionLineSearch",
+        "SparseZerothOrder",
         "StepContext",
         "WolfeLineSearch",
+        "ZOAdam",
+        "ZOMomentum",
         "ZerothOrder",
     ]
     for name in optimizers.__all__:
