@@ -60,6 +60,7 @@ import tensorflow as tf
 
 from dirgrad_opt import directions, tree
 from dirgrad_opt.optimizers.base import DirectionalOptimizer, StepContext, check_positive
+from dirgrad_opt.optimizers.random_direction import _step_seed, estimator_diagnostics
 
 __all__ = [
     "ActivityForwardGradient",
@@ -425,7 +426,7 @@ class _ActivityPerturbation(DirectionalOptimizer):
         """``(loss, d, slope)`` with ``d = −ĝ`` (or the inner optimizer's update for ``ĝ``)."""
         layers, layout = self._layout(ctx.loss_fn, ctx.variables)
         closure = self._replicated(ctx.loss_fn)
-        seed = directions.make_seed(self.seed, tf.cast(tree._value(self.iterations), tf.int64))
+        seed = _step_seed(self, self.seed)  # the one place step seeds are made
         us = self._perturbations(closure, layers, seed)
         loss, coefs, xs = self.coefficients(ctx, closure, layers, us)
         estimate = [
@@ -434,8 +435,6 @@ class _ActivityPerturbation(DirectionalOptimizer):
         ]
         if self.diagnostics:
             _, grads = ctx.loss_and_gradient()
-            from dirgrad_opt.optimizers.random_direction import estimator_diagnostics
-
             ctx.metrics.update(estimator_diagnostics(estimate, grads))
         if self.inner is None:
             return loss, [-g for g in estimate], -tf.cast(tree.dot(estimate, estimate), loss.dtype)
