@@ -42,6 +42,7 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
 import dirgrad_opt
+from dirgrad_opt import user_modules
 from dirgrad_opt.data import Dataset, load_dataset, short_repr
 from dirgrad_opt.models import create_model, metrics_for_task, resolve_loss
 from dirgrad_opt.training import artifacts, schema, steps
@@ -378,7 +379,8 @@ class _Runner:
     def _setup(self, dataset_fn: Callable, model_fn: Callable, optimizer: Any) -> None:
         o = self.o
         for key in ("load_dataset.seed", "create_model.seed"):
-            if _bound_value(key)[0]:
+            bound, value = _bound_value(key)
+            if bound and value is not None:  # None: an operative config's default, harmless
                 raise ConfigError(f"{key} is bound; bind train.seed instead (the run's one seed)")
         keras.utils.set_random_seed(o["seed"])
         kwargs: dict[str, Any] = {"seed": o["seed"]}
@@ -559,7 +561,8 @@ class _Runner:
         num_steps = o["num_steps"]
         workdir.mkdir(parents=True, exist_ok=True)
         schema.write_text_atomic(workdir / schema.CONFIG_FILE, self.config_text)
-        schema.write_text_atomic(workdir / schema.OPERATIVE_CONFIG_FILE, gin.operative_config_str())
+        operative = user_modules.header() + gin.operative_config_str()  # user module folders
+        schema.write_text_atomic(workdir / schema.OPERATIVE_CONFIG_FILE, operative)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(workdir / "checkpoints"), max_to_keep=o["max_checkpoints"]
         )
