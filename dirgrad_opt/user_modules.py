@@ -65,21 +65,18 @@ def module_root(name: str, file: str | None) -> Path | None:
     return path.parents[depth - 1] if depth - 1 < len(path.parents) else None
 
 
-def user_roots(modules: dict[str, object] | None = None) -> list[str]:
-    """Root folders of the imported modules that are on ``sys.path`` and are neither the
-    standard library, installed packages nor dirgrad_opt itself: the researcher's own code.
-    Sorted, absolute. (Modules loaded from a file path, like TF's autograph temporaries, are
-    not on ``sys.path`` and do not count.)"""
-    modules = dict(sys.modules if modules is None else modules)
-    system = _system_roots()
-    on_path = {str(Path(p or os.getcwd()).resolve()) for p in sys.path}
-    out = set()
-    for name, module in modules.items():
-        root = module_root(name, getattr(module, "__file__", None))
-        if root is None or str(root) not in on_path or _is_under(root, system):
-            continue
-        out.add(str(root))
-    return sorted(out)
+#: Root folders of the user modules imported by the last :func:`parse` (for :func:`header`).
+_RECORDED: list[str] = []
+
+
+def user_root(name: str) -> str | None:
+    """The root folder of the imported module ``name`` if it is the researcher's own code —
+    neither the standard library, an installed package nor dirgrad_opt — else ``None``."""
+    module = sys.modules.get(name)
+    root = module_root(name, getattr(module, "__file__", None))
+    if root is None or _is_under(root, _system_roots()):
+        return None
+    return str(root)
 
 
 def find_root(name: str, search: Sequence[str] = ()) -> str:
@@ -122,15 +119,18 @@ def on_sys_path(folders: Sequence[str]) -> Iterator[None]:
     (at the end) only if a module was imported from it."""
     added = [str(Path(f).resolve()) for f in folders if f]
     added = [f for f in dict.fromkeys(added) if f not in sys.path]
+    before = set(sys.modules)
     sys.path[:0] = added
     try:
         yield
     finally:
-        used = set(user_roots())
+        files = [getattr(sys.modules.get(n), "__file__", None) or "" for n in set(sys.modules)]
+        files = [f for f, n in zip(files, set(sys.modules), strict=True) if n not in before]
         for folder in added:
             with contextlib.suppress(ValueError):
                 sys.path.remove(folder)
-        sys.path.extend(f for f in added if f in used and f not in sys.path)
+            if any(f.startswith(folder + os.sep) for f in files) and folder not in sys.path:
+                sys.path.append(folder)
 
 
 def import_modules(names: Sequence[str], search: Sequence[str] = ()) -> list[object]:
@@ -207,8 +207,9 @@ def gin_files_importable() -> Iterator[None]:
 
 
 def header(roots: Sequence[str] | None = None) -> str:
-    """The lines that start ``operative_config.gin``: the user module folders of this run."""
-    roots = user_roots() if roots is None else list(roots)
+    """The lines that start ``operative_config.gin``: the folders of the user modules that the
+    last :func:`parse` imported (``--import`` and gin ``import`` statements)."""
+    roots = list(_RECORDED) if roots is None else list(roots)
     if not roots:
         return ""
     lines = [
@@ -235,11 +236,16 @@ def parse(
       Exception: whatever gin raises for a bad file or binding.
     """
     import gin
+    import gin.config
 
     gin.clear_config()
+    _RECORDED.clear()
     import_modules(imports, import_paths)
     with on_sys_path(import_paths):
         if imports:
             gin.parse_config([f"import {name.strip()}" for name in imports])
         with gin_files_importable():
             gin.parse_config_files_and_bindings(gin_files, gin_params, skip_unknown=False)
+    names = [s.module for s in getattr(gin.config, "_IMPORTS", ())]  # gin 0.5's import record
+    roots = {user_root(name) for name in [*imports, *names]}
+    _RECORDED[:] = sorted(r for r in roots if r)

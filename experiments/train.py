@@ -70,6 +70,9 @@ def main(argv: list[str]) -> None:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", 2)
     import gin
 
+    from dirgrad_opt.training import lean
+
+    lean.import_keras()  # TF and Keras without Keras's unused sklearn/matplotlib extras
     from dirgrad_opt import training, user_modules
 
     logging.set_verbosity(logging.INFO)
