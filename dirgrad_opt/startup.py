@@ -1,4 +1,5 @@
-"""Start-up of a training process: import TensorFlow and Keras without what a run never uses.
+"""Start-up of a training process: import TensorFlow and Keras without what a run never uses
+(``experiments.train`` calls :func:`import_keras` before anything imports Keras).
 
 ``import keras`` (3.x) imports scikit-learn, for its ``keras.wrappers`` estimators, and
 matplotlib's ``pyplot``, for ``keras.visualization`` — about 1.5 s of a trial's start-up on 2
