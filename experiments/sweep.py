@@ -114,6 +114,13 @@ def _dry_run(workdir: Path, spec) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", EXIT_CONFIG_ERROR)
+    from dirgrad_opt import user_modules
+
+    try:  # a missing --import module fails here, before seconds of TensorFlow import
+        for name in _IMPORTS.value:
+            user_modules.find_root(name, _IMPORT_PATHS.value)
+    except user_modules.ImportFailed as error:
+        _fail(str(error), EXIT_CONFIG_ERROR)
     from dirgrad_opt import sweeps
     from dirgrad_opt.sweeps import backends, driver, records, summary
 
