@@ -2,21 +2,23 @@
 folders they come from.
 
 A run may use code that is not part of dirgrad_opt — an optimizer subclass, a dataset, a model
-in the researcher's own ``my_opt.py``. Three ways to bring it in, all recorded in the run's
+in the researcher's own ``my_opt.py``. Two ways to bring it in, both recorded in the run's
 ``operative_config.gin`` so the run can be repeated from its workdir alone:
 
 * ``--import=my_opt`` (``experiments.train``/``sweep``/``analyze``, repeatable): imported before
-  the gin files are parsed, looked up on ``sys.path`` — the current directory first — and in
-  the folders given with ``--import_path``;
+  the gin files are parsed, looked up in the folders given with ``--import_path``, then on
+  ``sys.path`` (the current directory first);
 * ``import my_opt`` at the top of a gin file: while a gin file is parsed, **its own folder is
   importable**, so a gin file beside ``my_opt.py`` works from any current directory (and so do
-  files it ``include``\\s, each with its own folder);
-* either way, the module's *root folder* (the ``sys.path`` entry it was found in) is written at
-  the top of ``operative_config.gin`` as ``# dirgrad_opt.import_path: /abs/folder``, and gin
-  writes the ``import my_opt`` lines itself; :func:`parse` reads those comment lines back and
-  puts the folders on ``sys.path`` before it parses the file.
+  files it ``include``\\s, each with its own folder).
 
-Standard library and gin only: the sweep driver uses it without importing TensorFlow.
+Either way, the module's *root folder* (the ``sys.path`` entry it was found in) is written at
+the top of ``operative_config.gin`` as ``# dirgrad_opt.import_path: /abs/folder``, and gin
+writes the ``import my_opt`` lines itself; :func:`parse` reads those comment lines back and
+puts the folders on ``sys.path`` while it parses the file.
+
+Standard library and gin only (no TensorFlow): the sweep and train entry points use it to
+check ``--import`` names before their heavy imports.
 """
 
 from __future__ import annotations
@@ -124,8 +126,8 @@ def on_sys_path(folders: Sequence[str]) -> Iterator[None]:
     try:
         yield
     finally:
-        files = [getattr(sys.modules.get(n), "__file__", None) or "" for n in set(sys.modules)]
-        files = [f for f, n in zip(files, set(sys.modules), strict=True) if n not in before]
+        new = [sys.modules[n] for n in list(sys.modules) if n not in before]
+        files = [getattr(module, "__file__", None) or "" for module in new]
         for folder in added:
             with contextlib.suppress(ValueError):
                 sys.path.remove(folder)
