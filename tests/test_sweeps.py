@@ -387,7 +387,9 @@ def test_four_trials_one_invalid_setting_then_rerun_runs_nothing(tmp_path, tiny_
     )
     workdir = tmp_path / "sweep"
     args = (f"--gin_file={tiny_gin}", f"--sweep_file={sweep_file}", f"--workdir={workdir}")
-    proc = _sweep_cli(*args, "--parallel=2")
+    # The pre-flight check would stop this sweep before any trial (test_union_sweeps.py);
+    # without it, the invalid trial fails alone.
+    proc = _sweep_cli(*args, "--parallel=2", "--nopreflight")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "4/4 done (ok 3, diverged 0, failed 1)" in proc.stderr
 
