@@ -116,7 +116,7 @@ def main(argv: list[str]) -> None:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", EXIT_CONFIG_ERROR)
     from dirgrad_opt import user_modules
 
-    try:  # a missing --import module fails here, before seconds of TensorFlow import
+    try:  # a missing --import module fails here, before the pre-flight process starts
         for name in _IMPORTS.value:
             user_modules.find_root(name, _IMPORT_PATHS.value)
     except user_modules.ImportFailed as error:

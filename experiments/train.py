@@ -68,17 +68,12 @@ def _find(path: str) -> Path | None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", 2)
+    from experiments import startup
+
+    startup.import_keras()  # first: TF and Keras without Keras's unused sklearn/matplotlib extras
     import gin
 
-    from dirgrad_opt import startup, user_modules
-
-    try:  # a missing --import module fails here, before seconds of TensorFlow import
-        for name in _IMPORTS.value:
-            user_modules.find_root(name, _IMPORT_PATHS.value)
-    except user_modules.ImportFailed as error:
-        _fail(str(error), EXIT_CONFIG_ERROR)
-    startup.import_keras()  # TF and Keras without Keras's unused sklearn/matplotlib extras
-    from dirgrad_opt import training
+    from dirgrad_opt import training, user_modules
 
     logging.set_verbosity(logging.INFO)
     _add_search_path(gin)

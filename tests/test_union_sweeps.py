@@ -149,8 +149,8 @@ def test_union_sweep_compares_the_users_optimizer_with_adam(tmp_path: Path):
     assert info["imports"] == ["my_opt"] and info["import_paths"] == [str(project)]
     assert "--import=my_opt" in info["command"]
     plots = {p.name for p in (project / "w" / "analysis" / "plots").glob("*.png")}
-    assert "sensitivity_blobs_mlp_ScaledStep.png" in plots
-    assert "sensitivity_blobs_mlp_Adam.png" in plots
+    assert "sensitivity_my_points_mlp_ScaledStep.png" in plots
+    assert "sensitivity_my_points_mlp_Adam.png" in plots
 
 
 # -- plots: legends and sensitivity data ---------------------------------------------------------

@@ -23,6 +23,8 @@ def test_gin_import_from_any_cwd_and_repeat_from_workdir(tmp_path: Path):
     result = json.loads((workdir / "result.json").read_text())
     assert result["status"] == "complete"
     assert result["optimizer"]["class"] == "ScaledStep"
+    assert result["optimizer"]["config"]["factor"] == 0.25  # no get_config in the user's class
+    assert result["dataset"]["name"] == "my_points"  # registered by the user's module
     operative = (workdir / "operative_config.gin").read_text()
     assert f"{user_modules.PATH_MARKER} {tmp_path / 'project'}\n" in operative
     assert "\nimport my_opt\n" in operative

@@ -9,19 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import problems
-
 ROOT = Path(__file__).resolve().parents[1]
 
-#: ``my_opt.py``: an optimizer subclass with a new hyperparameter and no ``get_config``,
-#: registered with gin by the module itself. Each import appends the process id to the file
+#: ``my_opt.py``: an optimizer subclass with a new hyperparameter and no ``get_config`` and a
+#: dataset, both registered by the module itself (``dirgrad_opt.register_optimizer`` /
+#: ``register_dataset``). Each import appends the process id to the file
 #: named by ``$MY_OPT_IMPORT_LOG`` (if set), so tests can count the processes that import it.
 MY_OPT = '''
 import os
 
-import gin
+import numpy as np
 import tensorflow as tf
 
+import dirgrad_opt
 from dirgrad_opt import optimizers
 
 if os.environ.get("MY_OPT_IMPORT_LOG"):
@@ -29,8 +29,9 @@ if os.environ.get("MY_OPT_IMPORT_LOG"):
         f.write(f"{os.getpid()}\\n")
 
 
+@dirgrad_opt.register_optimizer
 class ScaledStep(optimizers.DirectionalOptimizer):
-    """Gradient descent with step learning_rate * factor (a new hyperparameter)."""
+    """Gradient descent with step learning_rate * factor (a new hyperparameter, no get_config)."""
 
     def __init__(self, learning_rate=0.1, factor=0.5, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
@@ -41,12 +42,23 @@ class ScaledStep(optimizers.DirectionalOptimizer):
         return t * tf.cast(self.factor, loss.dtype), accepted
 
 
-gin.external_configurable(ScaledStep)
+def my_points():
+    """Three Gaussian clusters in 8-d: 200 training and 100 test points, integer labels."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=300)
+    x = (rng.normal(size=(300, 8)) + 2.0 * np.eye(3, 8)[y]).astype("float32")
+    return (x[:200], y[:200]), (x[200:], y[200:])
+
+
+dirgrad_opt.register_dataset("my_points", my_points)
 '''
 
-#: The smallest real problem and step budget (blobs, 16-unit MLP, 20 steps).
+#: The smallest real problem and step budget (the user's 8-d points, 16-unit MLP, 20 steps).
 TINY = [
-    *problems.TINY_RUN,
+    "load_dataset.name = 'my_points'",
+    "load_dataset.batch_size = 20",
+    "create_model.model_fn = @mlp",
+    "mlp.widths = (16,)",
     "train.num_steps = 20",
     "train.eval_every = 10",
     "train.checkpoint_every = 10",

@@ -1,5 +1,8 @@
-"""Start-up of a training process: import TensorFlow and Keras without what a run never uses
-(``experiments.train`` calls :func:`import_keras` before anything imports Keras).
+"""Start-up of a training process: import TensorFlow and Keras without what a run never uses.
+
+``experiments.train`` calls :func:`import_keras` before it imports ``dirgrad_opt`` (whose
+``__init__`` imports Keras, to register the package's serializable classes). Standard library
+only, outside the package for that reason.
 
 ``import keras`` (3.x) imports scikit-learn, for its ``keras.wrappers`` estimators, and
 matplotlib's ``pyplot``, for ``keras.visualization`` — about 1.5 s of a trial's start-up on 2
