@@ -13,6 +13,9 @@ sweep, a single run, or a folder of them. Writes into ``--output_dir`` (default
 ``leaderboard.md``/``.csv``, with a target ``time_to_target.csv`` and ``profiles.csv``, and
 ``plots/*.png``; a sweep's own ``summary.*`` is rewritten too. The target comes from
 ``--target`` or, for a sweep, its sweep file's ``"target"``. Prints the leaderboard.
+``--import=my_opt`` (repeatable) imports your own module first (a loss slice rebuilds a run's
+dataset and model through gin; the folders a run's ``operative_config.gin`` records are
+importable anyway).
 
 Runs whose ``trial.json``, ``result.json`` or ``metrics.jsonl`` cannot be read are skipped with
 a warning (listed at the end of ``leaderboard.md``); the rest are analysed.
@@ -55,6 +58,12 @@ _SLICE_RANGE = flags.DEFINE_string(
     "slice_range", None, "t range 'min,max' (default: 3 Newton steps)."
 )
 _SLICE_STEP = flags.DEFINE_integer("slice_step", None, "Checkpoint step (default: latest).")
+_IMPORTS = flags.DEFINE_multi_string(
+    "import", [], "Your own module to import first, e.g. my_opt (repeatable; for --slice_run)."
+)
+_IMPORT_PATHS = flags.DEFINE_multi_string(
+    "import_path", [], "Folder to look in for --import modules (repeatable; default: cwd)."
+)
 flags.mark_flag_as_required("workdir")
 
 EXIT_CONFIG_ERROR = 2
@@ -80,10 +89,14 @@ def _slice_range(text: str | None) -> tuple[float, float] | None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}")
-    from dirgrad_opt import sweeps
+    from dirgrad_opt import sweeps, user_modules
     from dirgrad_opt.sweeps import records, runner, summary
 
     logging.set_verbosity(logging.INFO)
+    try:  # the user's optimizers, datasets, models: a loss slice rebuilds them through gin
+        user_modules.import_modules(_IMPORTS.value, _IMPORT_PATHS.value)
+    except user_modules.ImportFailed as error:
+        _fail(str(error))
     workdirs = [Path(w) for w in _WORKDIRS.value]
     out = Path(_OUTPUT_DIR.value) if _OUTPUT_DIR.value else workdirs[0] / "analysis"
     try:

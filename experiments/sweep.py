@@ -36,7 +36,13 @@ _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin file of every trial 
 _GIN_PARAMS = flags.DEFINE_multi_string(
     "gin_param", [], "Binding for every trial, before the trial's own (repeatable)."
 )
-_SWEEP_FILE = flags.DEFINE_string("sweep_file", None, "Sweep JSON (grid/random/seeds).")
+_SWEEP_FILE = flags.DEFINE_string("sweep_file", None, "Sweep JSON (grid/random/union/seeds).")
+_IMPORTS = flags.DEFINE_multi_string(
+    "import", [], "Your own module every trial imports, e.g. my_opt (repeatable)."
+)
+_IMPORT_PATHS = flags.DEFINE_multi_string(
+    "import_path", [], "Folder to look in for --import modules (repeatable; default: cwd)."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder of the sweep.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials at a time on this machine.", lower_bound=1)
 _BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where trials run.")
@@ -56,7 +62,12 @@ _THREADS = flags.DEFINE_integer(
     lower_bound=1,
 )
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Rerun trials whose status is failed.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the trials and their bindings; run nothing.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Check every configuration (pre-flight) and list the trials; run nothing."
+)
+_PREFLIGHT = flags.DEFINE_bool(
+    "preflight", True, "Parse and bind every configuration's gin in one process before running."
+)
 _TARGET = flags.DEFINE_string(
     "target", None, "Target for time-to-target, e.g. 'test_accuracy>=0.6' (overrides the file)."
 )
@@ -75,9 +86,41 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _dry_run(workdir: Path, spec) -> None:
+    """``--dry_run``: the same pre-flight check as a real sweep, then the plan; writes nothing."""
+    from dirgrad_opt import sweeps
+    from dirgrad_opt.sweeps import driver
+
+    try:
+        imports, paths = driver.resolve_imports(_IMPORTS.value, _IMPORT_PATHS.value)
+        trials, files = driver.plan(
+            workdir, spec, _GIN_FILES.value, _GIN_PARAMS.value, None, imports, paths, write=False
+        )
+        checked = 0
+        if _PREFLIGHT.value:
+            checked = driver.check_configurations(trials, files, _GIN_PARAMS.value, imports, paths)
+    except sweeps.SweepError as error:
+        _fail(str(error), EXIT_CONFIG_ERROR)
+    for trial in trials:
+        print(trial.trial_id, " ".join(trial.gin_lines()), sep="\t")
+    configs = len({t.config_id for t in trials})
+    print(
+        f"{len(trials)} trials, {configs} configurations x {len(spec.seeds)} seed(s); "
+        f"pre-flight: {checked} configuration(s) checked, all valid",
+        file=sys.stderr,
+    )
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", EXIT_CONFIG_ERROR)
+    from dirgrad_opt import user_modules
+
+    try:  # a missing --import module fails here, before the pre-flight process starts
+        for name in _IMPORTS.value:
+            user_modules.find_root(name, _IMPORT_PATHS.value)
+    except user_modules.ImportFailed as error:
+        _fail(str(error), EXIT_CONFIG_ERROR)
     from dirgrad_opt import sweeps
     from dirgrad_opt.sweeps import backends, driver, records, summary
 
@@ -104,10 +147,7 @@ def main(argv: list[str]) -> None:
         _fail(str(error), EXIT_CONFIG_ERROR)
 
     if _DRY_RUN.value:
-        trials = sweeps.expand(spec)
-        for trial in trials:
-            print(trial.trial_id, " ".join(trial.gin_lines()), sep="\t")
-        print(f"{len(trials)} trials", file=sys.stderr)
+        _dry_run(workdir, spec)
         return
     received: list[int] = []  # signals caught during the sweep
     try:
@@ -120,6 +160,9 @@ def main(argv: list[str]) -> None:
                 backend=backend,
                 retry_failed=_RETRY_FAILED.value,
                 sweep_file=_SWEEP_FILE.value,
+                imports=_IMPORTS.value,
+                import_paths=_IMPORT_PATHS.value,
+                check=_PREFLIGHT.value,
             )
     except (sweeps.SweepError, backends.BackendError) as error:
         _fail(str(error), EXIT_CONFIG_ERROR)

@@ -6,7 +6,9 @@
 
 Thin by design: parse the flags, load gin (unknown names are errors), call
 :func:`dirgrad_opt.training.run`. Gin paths resolve against the current directory, then the
-project root, so ``include 'configs/...'`` works from anywhere.
+project root, so ``include 'configs/...'`` works from anywhere. Your own code:
+``--import=my_opt`` (repeatable; ``--import_path=DIR`` adds a folder to look in), or
+``import my_opt`` in a gin file beside ``my_opt.py`` (see :mod:`dirgrad_opt.user_modules`).
 
 Exit codes: 0 done (or already complete in that workdir); 2 configuration error (one line on
 stderr naming the culprit, nothing written); 3 training diverged (``result.json`` says so).
@@ -28,6 +30,12 @@ _GIN_PARAMS = flags.DEFINE_multi_string(
     "gin_param", [], "Gin binding, e.g. 'train.num_steps = 100' (repeatable, after the files)."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory of the run (required).")
+_IMPORTS = flags.DEFINE_multi_string(
+    "import", [], "Your own module to import before the gin files, e.g. my_opt (repeatable)."
+)
+_IMPORT_PATHS = flags.DEFINE_multi_string(
+    "import_path", [], "Folder to look in for --import modules, before sys.path (repeatable)."
+)
 flags.mark_flag_as_required("workdir")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +68,12 @@ def _find(path: str) -> Path | None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", 2)
+    from experiments import startup
+
+    startup.import_keras()  # first: TF and Keras without Keras's unused sklearn/matplotlib extras
     import gin
 
-    from dirgrad_opt import training
+    from dirgrad_opt import training, user_modules
 
     logging.set_verbosity(logging.INFO)
     _add_search_path(gin)
@@ -73,9 +84,10 @@ def main(argv: list[str]) -> None:
                 f"root {str(PROJECT_ROOT)!r})",
                 EXIT_CONFIG_ERROR,
             )
-    gin.clear_config()  # a fresh process has none; in-process callers (tests) may
-    try:
-        gin.parse_config_files_and_bindings(_GIN_FILES.value, _GIN_PARAMS.value, skip_unknown=False)
+    try:  # clears gin first: a fresh process has none, in-process callers (tests) may
+        user_modules.parse(_GIN_FILES.value, _GIN_PARAMS.value, _IMPORTS.value, _IMPORT_PATHS.value)
+    except user_modules.ImportFailed as error:
+        _fail(str(error), EXIT_CONFIG_ERROR)
     except Exception as error:  # noqa: BLE001 - every parse failure is a config error
         _fail(training.one_line(error), EXIT_CONFIG_ERROR)
     try:

@@ -313,6 +313,8 @@ def test_report_writes_tables_and_png_plots(synthetic_sweep, tmp_path):
         "profile_steps.png",
         "profile_seconds.png",
         "profile_fpe.png",
+        "sensitivity_blobs_mlp_Adam.png",  # final metrics vs the swept learning rate
+        "sensitivity_blobs_mlp_SGD.png",
     }
     for p in pngs:
         assert_png(p)

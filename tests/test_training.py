@@ -27,7 +27,7 @@ TINY = [
     "train.progress_every_s = 1000.0",
 ]
 ROOT = Path(__file__).resolve().parents[1]
-TIME_KEYS = {"wall_s", "train_time_s", "eval_time_s"}
+TIME_KEYS = {"wall_s", "train_time_s", "eval_time_s", "trace_s"}
 
 
 def run_tiny(workdir: Path, *bindings: str, stop_after: int | None = None):
@@ -93,9 +93,10 @@ def test_keras_adam_end_to_end_writes_every_output(tmp_path):
     records = training.read_metrics(tmp_path / "metrics.jsonl")
     train_steps = [r["step"] for r in records if r["kind"] == "train"]
     eval_steps = [r["step"] for r in records if r["kind"] == "eval"]
-    assert train_steps == [5, 10, 15, 20] and eval_steps == [10, 20]
+    assert train_steps == [5, 10, 15, 20] and eval_steps == [0, 10, 20]  # step 0: initial weights
     assert records[-1]["test_accuracy"] == result["final"]["test_accuracy"]
-    first, last = records[0], [r for r in records if r["kind"] == "train"][-1]
+    train_records = [r for r in records if r["kind"] == "train"]
+    first, last = train_records[0], train_records[-1]
     assert {"loss", "accuracy", "step_size"} <= set(first)
     assert first["step_size"] == pytest.approx(1e-2)
     assert last["loss"] < first["loss"]

@@ -20,7 +20,9 @@ Modules: :mod:`~dirgrad_opt.sweeps.spec` (sweep files, gin literals, trial ids),
 :mod:`~dirgrad_opt.sweeps.driver` (the sweep), :mod:`~dirgrad_opt.sweeps.records` (reading runs
 back), :mod:`~dirgrad_opt.sweeps.summary` (tables), :mod:`~dirgrad_opt.sweeps.analysis` (time
 to target, performance profiles, curves), :mod:`~dirgrad_opt.sweeps.report` (the report files),
-:mod:`~dirgrad_opt.sweeps.plots` (PNG figures), :mod:`~dirgrad_opt.sweeps.landscape` (loss
+:mod:`~dirgrad_opt.sweeps.plots` (PNG figures), :mod:`~dirgrad_opt.sweeps.sensitivity` (final
+metrics vs swept hyperparameters), :mod:`~dirgrad_opt.sweeps.preflight` (every configuration's
+gin checked in one process before a sweep runs), :mod:`~dirgrad_opt.sweeps.landscape` (loss
 along the step direction at a checkpoint).
 """
 

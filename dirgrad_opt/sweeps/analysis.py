@@ -31,7 +31,13 @@ import numpy as np
 from dirgrad_opt.sweeps import runner
 from dirgrad_opt.sweeps.records import RunRecord, cost_fpe
 from dirgrad_opt.sweeps.spec import Target
-from dirgrad_opt.sweeps.summary import ConfigSummary, best_per_optimizer, group_configs
+from dirgrad_opt.sweeps.summary import (
+    ConfigSummary,
+    best_per_optimizer,
+    config_label,
+    group_configs,
+    varying_bindings,
+)
 
 MEASURES = ("steps", "seconds", "fpe")
 MEASURE_LABELS = {
@@ -269,16 +275,18 @@ def best_curves(
 ) -> dict[str, list[Curve]]:
     """``{workload: [curve per optimizer]}`` of each optimizer's best configuration (selected
     as in :func:`~dirgrad_opt.sweeps.summary.best_per_optimizer`), over its ``ok`` and
-    ``diverged`` seeds."""
+    ``diverged`` seeds; labelled ``Adam learning_rate=0.01`` (the optimizer and the bindings
+    that vary in the sweep, :func:`~dirgrad_opt.sweeps.summary.config_label`)."""
     by_workload: dict[str, list[ConfigSummary]] = {}
     for c in group_configs(records):
         by_workload.setdefault(workload_of(c), []).append(c)
     out: dict[str, list[Curve]] = {}
     for workload, configs in by_workload.items():
         curves = []
-        for optimizer, c in sorted(best_per_optimizer(configs, select).items()):
+        varying = varying_bindings(configs)  # the legend names each curve's hyperparameters
+        for _, c in sorted(best_per_optimizer(configs, select).items()):
             runs = [r for r in c.runs if r.status in (runner.OK, runner.DIVERGED)]
-            made = curve(runs, metric, optimizer, weights)
+            made = curve(runs, metric, config_label(c, varying), weights)
             if made is not None:
                 curves.append(made)
         if curves:

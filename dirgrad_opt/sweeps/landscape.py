@@ -47,7 +47,7 @@ def rebuild(run_dir: str | os.PathLike) -> tuple[Any, Any, int]:
     and left holding that config)."""
     import gin
 
-    from dirgrad_opt import training  # noqa: F401 - registers optimizers, data and models
+    from dirgrad_opt import training, user_modules  # registers optimizers, data and models
     from dirgrad_opt.data import load_dataset
     from dirgrad_opt.models import create_model
 
@@ -55,9 +55,8 @@ def rebuild(run_dir: str | os.PathLike) -> tuple[Any, Any, int]:
     config = run_dir / schema.OPERATIVE_CONFIG_FILE
     if not config.exists():
         raise ValueError(f"{run_dir}: no {schema.OPERATIVE_CONFIG_FILE}; is this a run workdir?")
-    gin.clear_config()
-    try:
-        gin.parse_config_files_and_bindings([str(config)], [], skip_unknown=False)
+    try:  # clears gin; the user module folders the run recorded are importable
+        user_modules.parse([str(config)], [])
     except Exception as error:  # noqa: BLE001 - any parse failure: say which file
         raise ValueError(
             f"{config}: cannot parse ({training.one_line(error)}); import the module that "

@@ -1,4 +1,5 @@
-"""PNG figures (matplotlib, Agg backend): learning curves, performance profiles, loss slices.
+"""PNG figures (matplotlib, Agg backend): learning curves, performance profiles, hyperparameter
+sensitivity, loss slices.
 
 matplotlib is imported inside each function, so the rest of the sweep package works without it.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dirgrad_opt.sweeps.analysis import MEASURE_LABELS, Curve, Profile
+from dirgrad_opt.sweeps.sensitivity import Panel
 
 METRIC_LABELS = {
     "train_loss": "training loss (full training set)",
@@ -20,6 +22,10 @@ METRIC_LABELS = {
     "test_accuracy": "test accuracy",
     "train_accuracy": "training accuracy",
     "loss": "training loss (mini-batch window mean)",
+    "final_train_loss": "final training loss (full training set)",
+    "final_test_loss": "final test loss",
+    "final_test_accuracy": "final test accuracy",
+    "final_train_accuracy": "final training accuracy",
 }
 
 
@@ -55,8 +61,9 @@ def plot_curves(
     path: str | os.PathLike,
     title: str = "",
 ) -> Path:
-    """One panel per metric, ``metric`` vs ``measure``, one line per optimizer (mean over
-    seeds) with a shaded min–max band over seeds.
+    """One panel per metric, ``metric`` vs ``measure``, one line per curve (mean over seeds;
+    its label names the optimizer and the configuration's swept hyperparameters) with a
+    shaded min–max band over seeds.
 
     Losses get a log y axis when every plotted value is positive.
 
@@ -114,6 +121,51 @@ def plot_profile(profile: Profile, path: str | os.PathLike, title: str = "") -> 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title or f"Performance profile ({MEASURE_LABELS[profile.measure]})", fontsize=10)
+    return _save(plt, fig, path)
+
+
+def plot_sensitivity(panels: Sequence[Panel], path: str | os.PathLike, title: str = "") -> Path:
+    """One panel per (metric, swept numeric binding): the metric against the binding's value,
+    mean ± sample std over seeds as error bars, one line per combination of the optimizer's
+    other swept bindings. The x axis is logarithmic when the values are positive and span a
+    factor of 10 or more; losses get a log y axis when every value is positive.
+
+    Args:
+      panels: from :func:`dirgrad_opt.sweeps.sensitivity.panels` (rows: metrics, in order).
+      path: the PNG to write.
+      title: the figure title.
+    """
+    plt = _pyplot()
+    metrics = list(dict.fromkeys(p.metric for p in panels))
+    bindings = list(dict.fromkeys(p.binding for p in panels))
+    fig, axes = plt.subplots(
+        len(metrics),
+        len(bindings),
+        figsize=(4.8 * len(bindings), 3.4 * len(metrics)),
+        squeeze=False,
+    )
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for panel in panels:
+        ax = axes[metrics.index(panel.metric)][bindings.index(panel.binding)]
+        ax.set_visible(True)
+        xs = [x for s in panel.series for x in s.x]
+        ys = [m for s in panel.series for m in s.mean]
+        for i, s in enumerate(panel.series):
+            seeds = f"{min(s.n)}–{max(s.n)}" if min(s.n) != max(s.n) else f"{s.n[0]}"
+            label = f"{s.label + ', ' if s.label else ''}{seeds} seed(s)"
+            ax.errorbar(s.x, s.mean, yerr=s.std, color=f"C{i % 10}", marker="o", capsize=3,
+                        linewidth=1.4, markersize=4, label=label)  # fmt: skip
+        if min(xs) > 0 and max(xs) >= 10 * min(xs):
+            ax.set_xscale("log")
+        if "loss" in panel.metric and min(ys) > 0:
+            ax.set_yscale("log")
+        ax.set_xlabel(panel.label)
+        ax.set_ylabel(METRIC_LABELS.get(panel.metric, panel.metric))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save(plt, fig, path)
 
 

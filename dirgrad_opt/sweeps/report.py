@@ -11,6 +11,8 @@ Files (in ``out_dir``)::
     profiles.csv                       ρ_s(τ) per measure (with a target)
     plots/curves_<workload>_<measure>.png   loss & accuracy vs steps / seconds / fpe
     plots/profile_<measure>.png        performance profiles (with a target)
+    plots/sensitivity_<workload>_<optimizer>.png   final metrics vs each swept numeric
+                                       binding of that optimizer (mean ± std over seeds)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dirgrad_opt.sweeps import analysis, plots
+from dirgrad_opt.sweeps import analysis, plots, sensitivity
 from dirgrad_opt.sweeps.records import RunRecord
 from dirgrad_opt.sweeps.spec import Target
 from dirgrad_opt.sweeps.summary import (
@@ -38,6 +40,8 @@ from dirgrad_opt.sweeps.summary import (
 from dirgrad_opt.training import schema
 
 CURVE_METRICS = ("train_loss", "test_accuracy")
+#: Metrics of the sensitivity plots, after the selection metric.
+SENSITIVITY_METRICS = ("final_test_accuracy",)
 
 
 def _fmt_time(value: float, measure: str) -> str:
@@ -212,4 +216,9 @@ def write_report(
             if profile.rho:
                 path = plot_dir / f"profile_{measure}.png"
                 written.append(plots.plot_profile(profile, path))
+        metrics = list(dict.fromkeys([select, *SENSITIVITY_METRICS]))
+        for (workload, optimizer), found in sensitivity.by_optimizer(records, metrics).items():
+            path = plot_dir / f"sensitivity_{plots.slug(workload)}_{plots.slug(optimizer)}.png"
+            title = f"{optimizer} on {workload}: final metrics vs swept hyperparameters"
+            written.append(plots.plot_sensitivity(found, path, title + " (mean ± std over seeds)"))
     return written

@@ -3,7 +3,8 @@
 Every trial runs in its own process through exactly the command a user would type, in its own
 folder ``<sweep>/trials/<trial_id>/``::
 
-    trial.json      what to run: id, configuration id, seed, bindings, gin files, command
+    trial.json      what to run: id, configuration id, seed, bindings, gin files, the user
+                    modules (``imports``) and their folders (``import_paths``), command
     bindings.gin    the trial's bindings (sweep-wide --gin_param lines, then the trial's own)
     status.json     the outcome: running | ok | diverged | failed | interrupted, exit code,
                     error (the trainer's one-line error or the tail of its log), duration
@@ -126,13 +127,20 @@ def gin_path_for_trial(path: str, cwd: str | os.PathLike | None = None) -> str:
 
 
 def trial_command(
-    workdir: str | os.PathLike, gin_files: Sequence[str], gin_lines: Sequence[str]
+    workdir: str | os.PathLike,
+    gin_files: Sequence[str],
+    gin_lines: Sequence[str],
+    imports: Sequence[str] = (),
+    import_paths: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """``python -m experiments.train --gin_file=... --gin_param=... --workdir=...``."""
+    """``python -m experiments.train [--import_path=... --import=...] --gin_file=...
+    --gin_param=... --workdir=...``."""
     return (
         "python",
         "-m",
         "experiments.train",
+        *(f"--import_path={p}" for p in import_paths),
+        *(f"--import={m}" for m in imports),
         *(f"--gin_file={f}" for f in gin_files),
         *(f"--gin_param={line}" for line in gin_lines),
         f"--workdir={workdir}",
@@ -145,6 +153,8 @@ def prepare_trial(
     gin_files: Sequence[str],
     gin_params: Sequence[str],
     threads: int,
+    imports: Sequence[str] = (),
+    import_paths: Sequence[str] = (),
 ) -> TrialJob:
     """Writes ``trial.json`` and ``bindings.gin`` for a trial and returns its job.
 
@@ -154,11 +164,13 @@ def prepare_trial(
       gin_files: gin files as :func:`gin_path_for_trial` resolved them.
       gin_params: sweep-wide bindings, applied before the trial's own.
       threads: CPU threads per trial.
+      imports: the user's modules (``--import``), imported by the trial before its gin files.
+      import_paths: absolute folders the trial looks in for them (``--import_path``).
     """
     workdir = trial_dir(sweep_dir, trial.trial_id).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     lines = [*gin_params, *trial.gin_lines()]
-    command = trial_command(workdir, gin_files, lines)
+    command = trial_command(workdir, gin_files, lines, imports, import_paths)
     info = {
         "trial_id": trial.trial_id,
         "config_id": trial.config_id,
@@ -166,6 +178,8 @@ def prepare_trial(
         "bindings": trial.bindings,
         "gin_files": list(gin_files),
         "gin_params": list(gin_params),
+        "imports": list(imports),
+        "import_paths": list(import_paths),
         "command": list(command),
     }
     schema.write_text_atomic(workdir / TRIAL_FILE, json.dumps(info, indent=2) + "\n")

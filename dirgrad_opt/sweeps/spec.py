@@ -20,6 +20,23 @@ compared on paired draws). Every configuration runs once per seed; the seed bind
 file always gives the same trials — rounded to 4 significant digits (``"integer": true``
 rounds to an integer instead).
 
+A **union sweep** compares optimizers that each need their own grid: ``"union"`` is a list of
+sub-sweeps, each with its own ``grid`` / ``random`` / ``num_random`` / ``random_seed``; they
+share the top-level ``seeds`` and ``target``::
+
+    {
+      "union": [
+        {"grid": {"train.optimizer": ["@Adam()"], "Adam.learning_rate": [1e-3, 1e-2]}},
+        {"grid": {"train.optimizer": ["@ArmijoLineSearch()"],
+                  "ArmijoLineSearch.max_step": [1.0, 10.0]}}
+      ],
+      "seeds": [0, 1]
+    }
+
+Its configurations are those of each sub-sweep in turn (a configuration two sub-sweeps share
+runs once). Each sub-sweep draws its random points from its own generator, so growing one
+sub-sweep changes no configuration of another.
+
 Identity: a configuration's id is a hash of its rendered bindings (``c`` + 8 hex digits), a
 trial's id is ``<config id>-s<seed>``. Reordering keys in the file or adding values keeps the
 ids of existing trials, so a rerun finds their results.
@@ -40,7 +57,9 @@ from typing import Any
 import numpy as np
 
 #: Keys a sweep file may have.
-SWEEP_KEYS = ("grid", "random", "num_random", "seeds", "random_seed", "target")
+SWEEP_KEYS = ("grid", "random", "num_random", "seeds", "random_seed", "target", "union")
+#: Keys of one sub-sweep of a ``union``.
+SUB_SWEEP_KEYS = ("grid", "random", "num_random", "random_seed")
 #: Keys of one ``random`` entry.
 RANGE_KEYS = ("min", "max", "scale", "integer")
 SCALES = ("log", "linear")
@@ -155,14 +174,24 @@ class SweepSpec:
     seeds: list[int]
     random_seed: int = 0
     target: Target | None = None
+    #: Sub-sweeps of a union sweep (each with ``seeds`` unused); empty for a plain sweep.
+    union: tuple[SweepSpec, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        """The spec as JSON data (the shape of a sweep file)."""
-        out: dict[str, Any] = {"grid": self.grid, "seeds": self.seeds}
+    def _space_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"grid": self.grid}
         if self.random:
             out["random"] = {k: dataclasses.asdict(r) for k, r in self.random.items()}
             out["num_random"] = self.num_random
             out["random_seed"] = self.random_seed
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as JSON data (the shape of a sweep file)."""
+        if self.union:
+            out: dict[str, Any] = {"union": [sub._space_json() for sub in self.union]}
+        else:
+            out = self._space_json()
+        out["seeds"] = self.seeds
         if self.target is not None:
             out["target"] = dataclasses.asdict(self.target)
         return out
@@ -287,19 +316,16 @@ def parse_sweep(data: Any, where: str = "sweep") -> SweepSpec:
         raise SweepError(f"{where}: {error}") from None
 
 
-def _parse_sweep(data: Any) -> SweepSpec:
-    if not isinstance(data, Mapping):
-        raise SweepError(f"expected a JSON object, got {type(data).__name__}")
-    _unknown_keys(data, SWEEP_KEYS, "top level")
-    if not any(k in data for k in ("grid", "random", "seeds")):
-        raise SweepError('empty sweep; give at least one of "grid", "random", "seeds"')
-    grid = _parse_grid(data.get("grid", {}), "grid")
+def _parse_space(data: Mapping, where: str = "") -> tuple[dict, dict, int, int]:
+    """``(grid, random, num_random, random_seed)`` of a sweep or sub-sweep; ``where`` prefixes
+    the keys in error messages (``union[1].``)."""
+    grid = _parse_grid(data.get("grid", {}), f"{where}grid")
     raw_random = data.get("random", {})
     if not isinstance(raw_random, Mapping):
-        raise SweepError("random: expected an object {binding: {min, max, scale}}")
+        raise SweepError(f"{where}random: expected an object {{binding: {{min, max, scale}}}}")
     random = {}
     for name, entry in raw_random.items():
-        here = f"random[{name!r}]"
+        here = f"{where}random[{name!r}]"
         _check_binding(name, here)
         if name in grid:
             raise SweepError(f'{here}: {name!r} is also in "grid"; sweep it in one place only')
@@ -308,11 +334,58 @@ def _parse_sweep(data: Any) -> SweepSpec:
     if random:
         if not isinstance(num_random, int) or isinstance(num_random, bool) or num_random < 1:
             raise SweepError(
-                'num_random: "random" needs "num_random", an integer >= 1 (random points), '
-                f"got {num_random!r}"
+                f'{where}num_random: "random" needs "num_random", an integer >= 1 (random '
+                f"points), got {num_random!r}"
             )
     elif num_random is not None:
-        raise SweepError('num_random: given without "random" ranges to draw from')
+        raise SweepError(f'{where}num_random: given without "random" ranges to draw from')
+    random_seed = data.get("random_seed", 0)
+    if not isinstance(random_seed, int) or isinstance(random_seed, bool) or random_seed < 0:
+        raise SweepError(f"{where}random_seed: expected an integer >= 0, got {random_seed!r}")
+    return grid, random, num_random or 0, random_seed
+
+
+def _parse_union(union: Any) -> tuple[SweepSpec, ...]:
+    if not isinstance(union, list) or not union:
+        raise SweepError(
+            'union: expected a non-empty list of sub-sweeps, e.g. [{"grid": {...}}, {"grid": '
+            "{...}}]"
+        )
+    subs = []
+    for i, sub in enumerate(union):
+        where = f"union[{i}]"
+        if not isinstance(sub, Mapping):
+            raise SweepError(f"{where}: expected an object with grid/random, got {sub!r}")
+        for key in ("seeds", "target", "union"):
+            if key in sub:
+                raise SweepError(
+                    f'{where}: "{key}" belongs at the top level of a union sweep (shared by '
+                    "every sub-sweep)"
+                )
+        _unknown_keys(sub, SUB_SWEEP_KEYS, where)
+        if not sub.get("grid") and not sub.get("random"):
+            raise SweepError(f'{where}: empty sub-sweep; give it a "grid" or "random"')
+        grid, random, num_random, random_seed = _parse_space(sub, f"{where}.")
+        subs.append(SweepSpec(grid, random, num_random, [0], random_seed))
+    return tuple(subs)
+
+
+def _parse_sweep(data: Any) -> SweepSpec:
+    if not isinstance(data, Mapping):
+        raise SweepError(f"expected a JSON object, got {type(data).__name__}")
+    _unknown_keys(data, SWEEP_KEYS, "top level")
+    if not any(k in data for k in ("grid", "random", "seeds", "union")):
+        raise SweepError('empty sweep; give at least one of "grid", "random", "seeds", "union"')
+    union: tuple[SweepSpec, ...] = ()
+    if "union" in data:
+        both = [k for k in ("grid", "random", "num_random", "random_seed") if k in data]
+        if both:
+            raise SweepError(
+                f"union: a union sweep has no top-level {both}; put them in each sub-sweep "
+                "(bindings shared by all go in the gin file or --gin_param)"
+            )
+        union = _parse_union(data["union"])
+    grid, random, num_random, random_seed = _parse_space(data)
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
         raise SweepError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
@@ -321,11 +394,8 @@ def _parse_sweep(data: Any) -> SweepSpec:
             raise SweepError(f"seeds[{i}]: expected an integer >= 0, got {seed!r}")
     if len(set(seeds)) != len(seeds):
         raise SweepError(f"seeds: duplicate seeds in {seeds}")
-    random_seed = data.get("random_seed", 0)
-    if not isinstance(random_seed, int) or isinstance(random_seed, bool) or random_seed < 0:
-        raise SweepError(f"random_seed: expected an integer >= 0, got {random_seed!r}")
     target = parse_target(data["target"], "target") if "target" in data else None
-    return SweepSpec(grid, random, num_random or 0, list(seeds), random_seed, target)
+    return SweepSpec(grid, random, num_random, list(seeds), random_seed, target, union)
 
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
@@ -394,17 +464,20 @@ def random_points(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def configurations(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every configuration: grid product × random points (duplicates removed, order kept)."""
-    names = list(spec.grid)
-    points = random_points(spec)
+    """Every configuration: grid product × random points, or for a union sweep those of each
+    sub-sweep in turn (duplicates removed, order kept)."""
+    spaces = spec.union or (spec,)
     out, seen = [], set()
-    for values in itertools.product(*(spec.grid[n] for n in names)):
-        for point in points:
-            bindings = {**dict(zip(names, values, strict=True)), **point}
-            key = config_id(bindings)
-            if key not in seen:
-                seen.add(key)
-                out.append(bindings)
+    for space in spaces:
+        names = list(space.grid)
+        points = random_points(space)
+        for values in itertools.product(*(space.grid[n] for n in names)):
+            for point in points:
+                bindings = {**dict(zip(names, values, strict=True)), **point}
+                key = config_id(bindings)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(bindings)
     return out
 
 

@@ -8,8 +8,11 @@ Speed: the steps run inside one ``tf.function`` *chunk* that loops ``n`` steps i
 (the iterator is read inside the graph), from one event (log / eval / checkpoint) to the next,
 so Python runs once per chunk, not once per step. ``jit_compile=True`` compiles the step with
 XLA (measured on 2 CPU cores with scripts/bench_runner.py --xla: slower for the MNIST-1D MLP,
-faster for its 1-D CNN; measure your model). Training time is the time spent in chunks (tracing
-included); evaluation time is measured apart and never charged to the optimizer.
+faster for its 1-D CNN; measure your model). Training time is the time spent in chunks;
+tracing the step and the chunk happens once before the first chunk and is reported apart as
+``trace_s`` (XLA compiles at the first call, so with ``jit_compile`` compilation is still in
+the first chunk); evaluation time is measured apart and never charged to the optimizer. A fresh
+run evaluates once at step 0, before any update, so curves start at the initial weights.
 
 Determinism and resume: with ``deterministic=True`` (default) op determinism is on and the
 seed fixes the initial weights, the data order and the global ``tf.random.Generator`` (the
@@ -42,6 +45,7 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
 import dirgrad_opt
+from dirgrad_opt import user_modules
 from dirgrad_opt.data import Dataset, load_dataset, short_repr
 from dirgrad_opt.models import create_model, metrics_for_task, resolve_loss
 from dirgrad_opt.training import artifacts, schema, steps
@@ -378,7 +382,8 @@ class _Runner:
     def _setup(self, dataset_fn: Callable, model_fn: Callable, optimizer: Any) -> None:
         o = self.o
         for key in ("load_dataset.seed", "create_model.seed"):
-            if _bound_value(key)[0]:
+            bound, value = _bound_value(key)
+            if bound and value is not None:  # None: an operative config's default, harmless
                 raise ConfigError(f"{key} is bound; bind train.seed instead (the run's one seed)")
         keras.utils.set_random_seed(o["seed"])
         kwargs: dict[str, Any] = {"seed": o["seed"]}
@@ -422,7 +427,9 @@ class _Runner:
         # Traced once here (autograph off: the step has no Python control flow on tensors); the
         # chunk loop calls this concrete function, so it is never traced again.
         step_fn = tf.function(step, jit_compile=o["jit_compile"], autograph=False)
+        t0 = time.perf_counter()
         step_fn = step_fn.get_concrete_function(*ds.train.element_spec)
+        self.trace_s = time.perf_counter() - t0
         outputs = step_fn.structured_outputs
         keys = ["loss", *sorted(k for k in outputs if k not in (*COUNTERS, "loss"))]
         for key in keys:
@@ -559,7 +566,8 @@ class _Runner:
         num_steps = o["num_steps"]
         workdir.mkdir(parents=True, exist_ok=True)
         schema.write_text_atomic(workdir / schema.CONFIG_FILE, self.config_text)
-        schema.write_text_atomic(workdir / schema.OPERATIVE_CONFIG_FILE, gin.operative_config_str())
+        operative = user_modules.header() + gin.operative_config_str()  # user module folders
+        schema.write_text_atomic(workdir / schema.OPERATIVE_CONFIG_FILE, operative)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(workdir / "checkpoints"), max_to_keep=o["max_checkpoints"]
         )
@@ -583,6 +591,11 @@ class _Runner:
                 workdir,
             )
         iterator = iter(self.ds.train_from(start))
+        t0 = time.perf_counter()  # trace the chunk now, so the training clock never holds it
+        self.run_chunk.get_concrete_function(iterator, tf.TensorSpec([], tf.int64))
+        self.trace_s += time.perf_counter() - t0
+        if start == 0 and not any(r["kind"] == "eval" for r in self.records):
+            self._append([self._evaluation(0)])  # step 0: the initial weights
         step = start
         last_progress = time.perf_counter()
         periods = (o["log_every"], o["eval_every"], o["checkpoint_every"])
@@ -648,6 +661,7 @@ class _Runner:
             "epoch": self.ds.epoch(step),
             "wall_s": wall_s,
             "train_time_s": train_s,
+            "trace_s": self.trace_s,
             **{name: int(v) for name, v in zip(COUNTERS, totals, strict=True)},
         }
 
@@ -664,12 +678,7 @@ class _Runner:
             state.window_sum.assign(tf.zeros_like(state.window_sum))
             state.window_count.assign(0)
         if is_event(step, o["eval_every"], num_steps):
-            t0 = time.perf_counter()
-            values = self.evaluate()
-            self.process_eval_s += time.perf_counter() - t0
-            record = {"kind": "eval", **self._common(step), "eval_time_s": self._times()[1]}
-            record.update(values)
-            new.append(record)
+            new.append(self._evaluation(step))
         if new:
             self._append(new)
         if is_event(step, o["checkpoint_every"], num_steps):
@@ -677,6 +686,15 @@ class _Runner:
             with _quiet_absl():  # TF logs a line per save at INFO
                 self.manager.save(checkpoint_number=step)
             self.writer.flush()
+
+    def _evaluation(self, step: int) -> dict[str, Any]:
+        """Evaluates on the full train-eval and test sets; the ``eval`` record of ``step``."""
+        t0 = time.perf_counter()
+        values = self.evaluate()
+        self.process_eval_s += time.perf_counter() - t0
+        record = {"kind": "eval", **self._common(step), "eval_time_s": self._times()[1]}
+        record.update(values)
+        return record
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         text = schema.records_to_lines(records)
@@ -749,6 +767,7 @@ class _Runner:
                 "eval_s": eval_s,
                 "wall_s": wall_s,
                 "steps_per_s": step / train_s if train_s > 0 else 0.0,
+                "trace_s": self.trace_s,  # this process's tracing, outside train_s
             },
             "totals": {name: int(v) for name, v in zip(COUNTERS, totals, strict=True)},
             "dataset": {

@@ -17,7 +17,8 @@ through it, so the format cannot drift. Non-finite floats are stored as ``null``
                 "test_accuracy": ..},    # accuracies null for non-classification tasks
       "best": {"test_accuracy": {"value": .., "step": ..} | null, "test_loss": {..} | null,
                "train_loss": {..} | null},
-      "times": {"train_s": .., "eval_s": .., "wall_s": .., "steps_per_s": ..},
+      "times": {"train_s": .., "eval_s": .., "wall_s": .., "steps_per_s": ..,
+                "trace_s": ..},          # tracing by the last process, not in train_s
       "totals": {"forward_passes": .., "backward_passes": .., "jvps": ..},
       "dataset": {"name", "task", "batch_size", "num_train_examples", "num_test_examples"},
       "model": {"name", "num_parameters"},
