@@ -78,7 +78,7 @@ def _fail(message: str, code: int) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", EXIT_CONFIG_ERROR)
-    from dirgrad_opt import sweeps
+    from dirgrad_opt import sweeps, workdir_lock
     from dirgrad_opt.sweeps import backends, driver, records, summary
 
     logging.set_verbosity(logging.INFO)
@@ -109,6 +109,11 @@ def main(argv: list[str]) -> None:
             print(trial.trial_id, " ".join(trial.gin_lines()), sep="\t")
         print(f"{len(trials)} trials", file=sys.stderr)
         return
+    try:  # one driver per sweep workdir; the OS frees the lock when this process ends
+        workdir.mkdir(parents=True, exist_ok=True)
+        workdir_lock.acquire(workdir, "sweep workdir")
+    except (workdir_lock.WorkdirLocked, OSError) as error:
+        _fail(str(error), EXIT_CONFIG_ERROR)
     received: list[int] = []  # signals caught during the sweep
     try:
         with driver.interrupt_on_signals(received):

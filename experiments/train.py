@@ -93,9 +93,9 @@ def main(argv: list[str]) -> None:
     except training.TrainingDiverged as error:
         _fail(training.one_line(error), EXIT_DIVERGED)
     except training.RunIOError as error:
-        _fail(str(error), EXIT_IO_ERROR)
+        _fail(str(error).splitlines()[0], EXIT_IO_ERROR)  # gin appends its context below
     except training.TrainingInterrupted as error:
-        print(f"train: {error}", file=sys.stderr)
+        print(f"train: {str(error).splitlines()[0]}", file=sys.stderr)
         sys.exit(EXIT_PREEMPTED)
     except KeyboardInterrupt:
         _fail("stopped by a second signal before the checkpoint; rerun to resume", EXIT_KILLED)

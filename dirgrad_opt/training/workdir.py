@@ -92,6 +92,7 @@ def open_workdir(workdir: str | os.PathLike) -> Workdir:
         raise ConfigError(os_error_line(error, "cannot create the workdir")) from None
     if not path.is_dir():
         raise ConfigError(f"workdir {str(path)!r} exists and is not a directory")
+    check_owned(path)  # before writing the lock file into a foreign folder; again under the lock
     try:
         lock = workdir_lock.acquire(path)
     except workdir_lock.WorkdirLocked as error:
@@ -198,7 +199,7 @@ def restore_newest_readable(
         try:
             _read_fully(prefix)
             checkpoint.restore(prefix).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - any failure to read means "damaged"
             reason = os_error_line(error, os.path.basename(prefix)).split("\n")[0]
             problems.append(reason)
             log(f"skipping damaged checkpoint {prefix} (step {step}): {reason}")

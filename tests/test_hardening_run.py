@@ -1,0 +1,453 @@
+"""``experiments.train`` under a user's mistakes and a cluster's faults (issue 10, run side).
+
+Two runs on one workdir, damaged checkpoints, foreign folders, non-finite evaluations,
+learning rates that cannot train, SIGTERM/SIGINT, full disks and bad flags: each ends in one
+clear line and a documented exit code, loses nothing, and a rerun resumes bit-exactly.
+Processes are real where the guarantee is about processes (locks, signals, resource limits);
+the rest runs the command's ``main`` in-process (the same code path, without the ~5 s import).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gin
+import keras
+import numpy as np
+import problems
+import pytest
+import tensorflow as tf
+from absl import flags
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dirgrad_opt import training, workdir_lock  # noqa: E402
+from experiments import train as cli  # noqa: E402
+
+TINY = "\n".join(
+    [
+        *problems.TINY_RUN,
+        "train.optimizer = @Adam()",
+        "train.num_steps = 10",
+        "train.eval_every = 5",
+        "train.checkpoint_every = 5",
+        "train.log_every = 5",
+    ]
+)
+TIME_KEYS = {"wall_s", "train_time_s", "eval_time_s"}
+# A run long enough to be signalled while it trains; its chunks are 5 steps (milliseconds).
+LONG = [
+    "train.num_steps = 1000000",
+    "train.checkpoint_every = 100",
+    "train.eval_every = 100",
+    "train.progress_every_s = 0.2",
+]
+
+
+@gin.configurable(module="tests")
+def nan_at_eval_mlp(input_shape, num_classes):
+    """An MLP whose outputs are NaN in inference mode only: finite training, NaN evaluation."""
+    inputs = keras.Input(shape=tuple(input_shape))
+    h = keras.layers.Dense(16, activation="tanh")(inputs)
+    logits = keras.layers.Dense(num_classes)(h)
+    return keras.Model(inputs, _NanAtEval()(logits), name="nan_at_eval_mlp")
+
+
+class _NanAtEval(keras.layers.Layer):
+    def call(self, x, training=None):
+        return x if training else x * float("nan")
+
+
+@pytest.fixture
+def tiny_gin(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.gin"
+    path.write_text(TINY + "\n")
+    return path
+
+
+def run_cli(*args: str) -> int:
+    """``experiments.train`` in-process (flags, gin, run, exit code)."""
+    flags.FLAGS.unparse_flags()
+    argv = flags.FLAGS(["train", *args])
+    try:
+        cli.main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # exactly one line, no traceback
+    assert err[0].startswith("train: error: "), err
+    return err[0]
+
+
+def command(gin_file: Path, workdir: Path, *params: str) -> list[str]:
+    cmd = [sys.executable, "-m", "experiments.train", f"--gin_file={gin_file}"]
+    return [*cmd, *(f"--gin_param={p}" for p in params), f"--workdir={workdir}"]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+
+
+def start(gin_file: Path, workdir: Path, log: Path, *params: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        command(gin_file, workdir, *params),
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, workdir: Path, log: Path) -> None:
+    """Blocks until the run has written its first checkpoint (it is then in its loop)."""
+    deadline = time.time() + 120
+    while not list((workdir / "checkpoints").glob("ckpt-*.index")):
+        assert proc.poll() is None, log.read_text()
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+
+
+def in_process(workdir: Path, gin_file: Path, *params: str, stop_after: int | None = None):
+    gin.clear_config()
+    gin.parse_config_files_and_bindings([str(gin_file)], list(params), skip_unknown=False)
+    return training.run(str(workdir), stop_after=stop_after)
+
+
+def checkpoint_values(prefix: str) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(prefix)
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if "clocks" not in name and not name.startswith("_CHECKPOINTABLE")
+    }
+
+
+def strip(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in records]
+
+
+def comparable(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "times"}
+
+
+# -- 1 and 6: one process per workdir; SIGINT/SIGTERM checkpoint, exit 143, resume bit-exactly --
+@pytest.mark.slow
+def test_second_run_is_refused_and_sigint_checkpoints_without_traceback(tmp_path, tiny_gin, capsys):
+    workdir, log = tmp_path / "run", tmp_path / "log.txt"
+    proc = start(tiny_gin, workdir, log, *LONG)
+    try:
+        wait_for_checkpoint(proc, workdir, log)
+        # A second run on the same workdir is refused at once, naming the holder.
+        assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 2
+        line = one_error_line(capsys)
+        assert f"pid {proc.pid} on host {socket.gethostname()}" in line and "in use" in line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == cli.EXIT_PREEMPTED
+    finally:
+        proc.kill()
+    err = log.read_text()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    result = training.read_result(workdir / "result.json")
+    assert result["status"] == "interrupted" and "SIGINT" in result["error"]
+    step = result["steps"]
+    assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith(f"ckpt-{step}")
+    assert f"train: interrupted by SIGINT at step {step}" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes_bit_exactly(tmp_path, tiny_gin):
+    workdir, log = tmp_path / "run", tmp_path / "log.txt"
+    proc = start(tiny_gin, workdir, log, *LONG)
+    try:
+        wait_for_checkpoint(proc, workdir, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == cli.EXIT_PREEMPTED, log.read_text()
+    finally:
+        proc.kill()
+    result = training.read_result(workdir / "result.json")
+    step = result["steps"]
+    assert result["status"] == "interrupted" and "SIGTERM" in result["error"]
+    assert step >= 100 and step % 5 == 0
+    # The checkpoint is of the current step (not the last periodic one, unless they coincide).
+    assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith(f"ckpt-{step}")
+    # The rerun resumes from that step; at the next checkpoint it equals an uninterrupted run.
+    stop = step - step % 100 + 100
+    assert in_process(workdir, tiny_gin, *LONG, stop_after=stop) is None
+    fresh = tmp_path / "fresh"
+    assert in_process(fresh, tiny_gin, *LONG, stop_after=stop) is None
+    a = checkpoint_values(str(workdir / "checkpoints" / f"ckpt-{stop}"))
+    b = checkpoint_values(str(fresh / "checkpoints" / f"ckpt-{stop}"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert strip(training.read_metrics(workdir / "metrics.jsonl")) == strip(
+        training.read_metrics(fresh / "metrics.jsonl")
+    )
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, tiny_gin, caplog):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is gone
+    stale = {"pid": dead.pid, "host": socket.gethostname(), "argv": ["x", "--workdir=run"]}
+    (workdir / workdir_lock.LOCK_FILE).write_text(json.dumps(stale))
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 0
+    assert training.read_result(workdir / "result.json")["status"] == "complete"
+    # Released: the lock file no longer names a holder, and the next holder gets it.
+    assert (workdir / workdir_lock.LOCK_FILE).read_text() == ""
+    with workdir_lock.hold(workdir) as lock:
+        assert lock.stale is None
+        with pytest.raises(workdir_lock.WorkdirLocked, match=f"pid {os.getpid()} on host"):
+            workdir_lock.acquire(workdir)  # a second open file: refused even in one process
+
+
+# -- 2: a non-finite evaluation follows the diverged path ----------------------------------------
+def test_nan_evaluation_is_recorded_and_exits_3_also_on_rerun(tmp_path, tiny_gin, capsys):
+    workdir = tmp_path / "run"
+    args = (
+        f"--gin_file={tiny_gin}",
+        "--gin_param=create_model.model_fn = @nan_at_eval_mlp",
+        f"--workdir={workdir}",
+    )
+    assert run_cli(*args) == cli.EXIT_DIVERGED
+    line = one_error_line(capsys)
+    assert "evaluation at step 5 is not finite" in line and "test_loss = nan" in line
+    result = training.read_result(workdir / "result.json")
+    assert result["status"] == "diverged" and result["steps"] == 5
+    assert result["final"]["test_loss"] is None and result["final"]["step"] == 5
+    evals = [r for r in training.read_metrics(workdir / "metrics.jsonl") if r["kind"] == "eval"]
+    assert len(evals) == 1 and evals[0]["test_loss"] is None and evals[0]["train_loss"] is None
+    assert run_cli(*args) == cli.EXIT_DIVERGED  # the rerun reports it again, one line
+    assert "evaluation at step 5 is not finite" in one_error_line(capsys)
+
+
+# -- 3: damaged checkpoints ----------------------------------------------------------------------
+def test_resume_walks_back_past_damaged_checkpoints_and_refuses_when_none_reads(
+    tmp_path, tiny_gin, capsys, caplog
+):
+    full, workdir = tmp_path / "full", tmp_path / "run"
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={full}") == 0
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 0
+    ckpts = workdir / "checkpoints"
+    expected = comparable(training.read_result(full / "result.json"))
+
+    # A truncated newest data file: resume from ckpt-5, saying ckpt-10 was skipped.
+    (workdir / "result.json").unlink()
+    data10 = ckpts / "ckpt-10.data-00000-of-00001"
+    data10.write_bytes(data10.read_bytes()[:40])
+    caplog.clear()
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 0
+    assert "skipping damaged checkpoint" in caplog.text and "ckpt-10" in caplog.text
+    assert "at step 5/10" in caplog.text
+    assert comparable(training.read_result(workdir / "result.json")) == expected
+
+    # A garbage `checkpoint` state file: the files are listed, the run resumes at step 10.
+    (workdir / "result.json").unlink()
+    (ckpts / "checkpoint").write_text("garbage {{{\n")
+    caplog.clear()
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 0
+    assert "at step 10/10" in caplog.text
+    assert comparable(training.read_result(workdir / "result.json")) == expected
+    assert strip(training.read_metrics(workdir / "metrics.jsonl")) == strip(
+        training.read_metrics(full / "metrics.jsonl")
+    )
+
+    # No checkpoint reads (a corrupt index, a truncated data file): refused, nothing touched.
+    (workdir / "result.json").unlink()
+    (ckpts / "ckpt-10.index").write_bytes(b"\x00" * 64)
+    data5 = ckpts / "ckpt-5.data-00000-of-00001"
+    data5.write_bytes(data5.read_bytes()[:40])
+    metrics = (workdir / "metrics.jsonl").read_bytes()
+    capsys.readouterr()
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 2
+    line = one_error_line(capsys)
+    assert "none of the 2 checkpoints" in line and "refusing to restart from step 0" in line
+    assert (workdir / "metrics.jsonl").read_bytes() == metrics
+    assert not (workdir / "result.json").exists()
+
+
+# -- 4: a run writes only its own files ----------------------------------------------------------
+def test_empty_workdir_flag_and_foreign_folders_are_refused_untouched(tmp_path, tiny_gin, capsys):
+    os.chdir(tmp_path)  # `--workdir=` must not train into the current folder
+    assert run_cli(f"--gin_file={tiny_gin}", "--workdir=") == 2
+    assert "--workdir is empty" in one_error_line(capsys)
+    assert sorted(os.listdir(tmp_path)) == ["tiny.gin"]
+
+    foreign = tmp_path / "mine"
+    (foreign / "tensorboard").mkdir(parents=True)
+    (foreign / "tensorboard" / "events.out").write_text("someone's events")
+    (foreign / "metrics.jsonl").write_text("not ours\n")
+    (foreign / "notes.txt").write_text("keep")
+    before = {p: p.read_bytes() for p in foreign.rglob("*") if p.is_file()}
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={foreign}") == 2
+    line = one_error_line(capsys)
+    assert "is not a run of experiments.train" in line and "notes.txt" in line
+    after = {p: p.read_bytes() for p in foreign.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_restarting_our_own_run_from_zero_keeps_its_tensorboard_events(tmp_path, tiny_gin):
+    workdir = tmp_path / "run"
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 0
+    events = sorted((workdir / "tensorboard").iterdir())
+    for path in [workdir / "result.json", *(workdir / "checkpoints").iterdir()]:
+        path.unlink()  # a partial run that never checkpointed
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 0
+    assert set(events) < set((workdir / "tensorboard").iterdir())
+
+
+# -- 5: learning rates that cannot train; a stalled line search ----------------------------------
+@pytest.mark.parametrize(
+    ("bindings", "culprit"),
+    [
+        (("Adam.learning_rate = -1.0",), "Adam.learning_rate must be finite and >= 0, got -1.0"),
+        (("Adam.learning_rate = 1e999",), "Adam.learning_rate must be finite and >= 0, got inf"),
+        (
+            (
+                "train.optimizer = @DirectionalOptimizer()",
+                "DirectionalOptimizer.learning_rate = 1e999",
+            ),
+            "learning_rate must be finite and > 0, got inf",
+        ),
+        (
+            (
+                "train.optimizer = @ArmijoLineSearch()",
+                "ArmijoLineSearch.direction = @Adam()",
+                "Adam.learning_rate = -0.5",
+            ),
+            "Adam.learning_rate must be finite and >= 0, got -0.5",
+        ),
+    ],
+)
+def test_bad_learning_rates_exit_2_naming_them(tmp_path, tiny_gin, capsys, bindings, culprit):
+    workdir = tmp_path / "run"
+    params = [f"--gin_param={b}" for b in bindings]
+    assert run_cli(f"--gin_file={tiny_gin}", *params, f"--workdir={workdir}") == 2
+    assert culprit in one_error_line(capsys)
+    assert not workdir.exists()
+
+
+def test_a_line_search_rejecting_every_step_stops_as_stalled(tmp_path, tiny_gin, capsys):
+    workdir = tmp_path / "run"
+    bindings = [
+        "train.optimizer = @ArmijoLineSearch()",
+        "ArmijoLineSearch.initial_step = 1e6",  # every trial overshoots; one trial per step
+        "ArmijoLineSearch.max_step = 1e6",
+        "ArmijoLineSearch.max_evaluations = 1",
+        "train.max_rejected_steps = 3",
+    ]
+    args = [f"--gin_param={b}" for b in bindings]
+    assert run_cli(f"--gin_file={tiny_gin}", *args, f"--workdir={workdir}") == 3
+    line = one_error_line(capsys)
+    assert "stalled: ArmijoLineSearch rejected every step for 3 consecutive steps" in line
+    result = training.read_result(workdir / "result.json")
+    assert result["status"] == "stalled" and result["steps"] == 3
+
+
+# -- 7: one line naming the path and errno -------------------------------------------------------
+def test_workdir_below_a_file_or_unwritable_is_one_line_with_errno(tmp_path, tiny_gin, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={tmp_path / 'afile' / 'run'}") == 2
+    line = one_error_line(capsys)
+    assert "afile" in line and "[Errno 20 ENOTDIR]" in line
+    unwritable = Path("/sys/dirgrad_opt_run") if os.geteuid() == 0 else tmp_path / "ro" / "run"
+    if os.geteuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o500)
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={unwritable}") == 2
+    line = one_error_line(capsys)
+    assert str(unwritable) in line and "[Errno" in line
+
+
+@pytest.mark.slow
+def test_disk_full_while_checkpointing_is_one_line_and_leaves_no_temp_folder(tmp_path, tiny_gin):
+    """A file-size limit (EFBIG, as ENOSPC would) hits the first checkpoint's data file."""
+    workdir = tmp_path / "run"
+    limit = 32 * 1024  # the 8-512-2 MLP's checkpoint with Adam slots is ~70 KB
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        command(tiny_gin, workdir, "mlp.widths = (512,)"),
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_files,
+        check=False,
+    )
+    assert proc.returncode == cli.EXIT_IO_ERROR, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train: error: cannot write checkpoint ") and "ckpt-5" in last
+    assert "Traceback" not in proc.stderr
+    assert not [p for p in (workdir / "checkpoints").iterdir() if "_temp" in p.name]
+
+
+def test_corrupt_records_and_missing_includes_are_one_line(tmp_path, tiny_gin, capsys):
+    workdir = tmp_path / "run"
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 0
+    (workdir / "result.json").write_text("{not json")
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 2
+    line = one_error_line(capsys)
+    assert "result.json: not valid JSON" in line and "move it away" in line
+
+    (workdir / "result.json").unlink()
+    (workdir / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 2
+    assert "metrics.jsonl:1: missing field(s)" in one_error_line(capsys)
+
+    include = tmp_path / "inc.gin"
+    include.write_text("include 'no/such/file.gin'\n")
+    assert run_cli(f"--gin_file={include}", f"--workdir={tmp_path / 'other'}") == 2
+    line = one_error_line(capsys)
+    assert "no/such/file.gin" in line and "inc.gin" in line
+
+
+def test_flag_errors_exit_2_in_one_line(tmp_path):
+    for bad in (["--no_such_flag=1"], []):  # unknown flag; missing --workdir
+        proc = subprocess.run(
+            [sys.executable, "-m", "experiments.train", *bad],
+            cwd=tmp_path,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("train: error: "), lines
+
+
+# -- 8: `best` survives a deleted metrics.jsonl --------------------------------------------------
+def test_best_comes_from_the_checkpoint_not_from_metrics_jsonl(tmp_path, tiny_gin):
+    # Descent for 15 steps, then ascent: the best losses are reached by step 15.
+    bindings = (
+        "train.num_steps = 30",
+        "Adam.learning_rate = @PiecewiseConstantDecay()",
+        "PiecewiseConstantDecay.boundaries = [15]",
+        "PiecewiseConstantDecay.values = [0.05, -0.05]",
+    )
+    full = in_process(tmp_path / "full", tiny_gin, *bindings)
+    assert full["best"]["test_loss"]["step"] <= 15  # so the check below can fail
+    workdir = tmp_path / "run"
+    assert in_process(workdir, tiny_gin, *bindings, stop_after=15) is None
+    (workdir / "metrics.jsonl").unlink()
+    resumed = in_process(workdir, tiny_gin, *bindings)
+    assert resumed["best"] == full["best"]
