@@ -21,7 +21,6 @@ from pathlib import Path
 
 import gin
 import keras
-import numpy as np
 import problems
 import pytest
 import tensorflow as tf
@@ -45,11 +44,12 @@ TINY = "\n".join(
     ]
 )
 TIME_KEYS = {"wall_s", "train_time_s", "eval_time_s"}
-# A run long enough to be signalled while it trains; its chunks are 5 steps (milliseconds).
+# A run long enough to be signalled while it trains; its chunks are 5 steps (milliseconds), and
+# it never checkpoints by itself: any checkpoint is the interrupted step's.
 LONG = [
     "train.num_steps = 1000000",
-    "train.checkpoint_every = 20",
-    "train.eval_every = 20",
+    "train.checkpoint_every = 1000000",
+    "train.eval_every = 10",
 ]
 
 
@@ -111,12 +111,13 @@ def start(gin_file: Path, workdir: Path, log: Path, *params: str) -> subprocess.
     )
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, workdir: Path, log: Path) -> None:
-    """Blocks until the run has written its first checkpoint (it is then in its loop)."""
+def wait_for_training(proc: subprocess.Popen, workdir: Path, log: Path) -> None:
+    """Blocks until the run has written its first metrics record (it is then in its loop)."""
     deadline = time.time() + 120
-    while not list((workdir / "checkpoints").glob("ckpt-*.index")):
+    metrics = workdir / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
         assert proc.poll() is None, log.read_text()
-        assert time.time() < deadline, "no checkpoint within 120 s"
+        assert time.time() < deadline, "no metrics record within 120 s"
         time.sleep(0.05)
 
 
@@ -124,16 +125,6 @@ def in_process(workdir: Path, gin_file: Path, *params: str, stop_after: int | No
     gin.clear_config()
     gin.parse_config_files_and_bindings([str(gin_file)], list(params), skip_unknown=False)
     return training.run(str(workdir), stop_after=stop_after)
-
-
-def checkpoint_values(prefix: str) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(prefix)
-    return {
-        name: reader.get_tensor(name)
-        for name in reader.get_variable_to_shape_map()
-        # Clocks are wall times; save_counter counts saves (an interrupted run saves once more).
-        if "clocks" not in name and "save_counter" not in name and "_CHECKPOINTABLE" not in name
-    }
 
 
 def strip(records: list[dict]) -> list[dict]:
@@ -150,7 +141,7 @@ def test_second_run_is_refused_and_sigint_checkpoints_without_traceback(tmp_path
     workdir, log = tmp_path / "run", tmp_path / "log.txt"
     proc = start(tiny_gin, workdir, log, *LONG)
     try:
-        wait_for_checkpoint(proc, workdir, log)
+        wait_for_training(proc, workdir, log)
         # A second run on the same workdir is refused at once, naming the holder.
         assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 2
         line = one_error_line(capsys)
@@ -173,7 +164,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes_bit_exactly(
     workdir, log = tmp_path / "run", tmp_path / "log.txt"
     proc = start(tiny_gin, workdir, log, *LONG)
     try:
-        wait_for_checkpoint(proc, workdir, log)
+        wait_for_training(proc, workdir, log)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == cli.EXIT_PREEMPTED, log.read_text()
     finally:
@@ -181,22 +172,18 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes_bit_exactly(
     result = training.read_result(workdir / "result.json")
     step = result["steps"]
     assert result["status"] == "interrupted" and "SIGTERM" in result["error"]
-    assert step >= 20 and step % 5 == 0
-    # The checkpoint is of the current step (not the last periodic one, unless they coincide).
+    assert step >= 5 and step % 5 == 0
+    # The only checkpoint is of the interrupted step (the run would write none before 10⁶).
     assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith(f"ckpt-{step}")
-    # The rerun resumes from that step; at the next checkpoint it equals an uninterrupted run.
-    stop = step - step % 20 + 20
+    # The rerun resumes from that step; 15-20 steps later its records (train-loss window means,
+    # evaluations) equal those of a run never interrupted, bit for bit.
+    stop = step - step % 10 + 20  # an evaluation step
     assert in_process(workdir, tiny_gin, *LONG, stop_after=stop) is None
     fresh = tmp_path / "fresh"
     assert in_process(fresh, tiny_gin, *LONG, stop_after=stop) is None
-    a = checkpoint_values(str(workdir / "checkpoints" / f"ckpt-{stop}"))
-    b = checkpoint_values(str(fresh / "checkpoints" / f"ckpt-{stop}"))
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    assert strip(training.read_metrics(workdir / "metrics.jsonl")) == strip(
-        training.read_metrics(fresh / "metrics.jsonl")
-    )
+    resumed = strip(training.read_metrics(workdir / "metrics.jsonl"))
+    assert resumed == strip(training.read_metrics(fresh / "metrics.jsonl"))
+    assert resumed[-1]["step"] == stop and resumed[-1]["kind"] == "eval"
 
 
 # -- 2: a non-finite evaluation follows the diverged path ----------------------------------------
