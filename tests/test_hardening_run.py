@@ -186,6 +186,28 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes_bit_exactly(
     assert resumed[-1]["step"] == stop and resumed[-1]["kind"] == "eval"
 
 
+def test_a_sweep_workdir_held_by_another_driver_is_refused(tmp_path, tiny_gin):
+    sweep_file = tmp_path / "sweep.json"
+    sweep_file.write_text(json.dumps({"grid": {"Adam.learning_rate": [0.01]}, "seeds": [0]}))
+    workdir = tmp_path / "sweep"
+    workdir.mkdir()
+    with workdir_lock.hold(workdir, "sweep workdir"):  # this process plays the other driver
+        proc = subprocess.run(
+            [sys.executable, "-m", "experiments.sweep", f"--gin_file={tiny_gin}"]
+            + [f"--sweep_file={sweep_file}", f"--workdir={workdir}"],
+            cwd=ROOT,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sweep: error: sweep workdir") and f"pid {os.getpid()} on host" in last
+    assert sorted(os.listdir(workdir)) == [workdir_lock.LOCK_FILE]  # no trial was started
+
+
 # -- 2: a non-finite evaluation follows the diverged path ----------------------------------------
 def test_nan_evaluation_is_recorded_and_exits_3_also_on_rerun(tmp_path, tiny_gin, capsys):
     workdir = tmp_path / "run"
