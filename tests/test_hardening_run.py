@@ -186,6 +186,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes_bit_exactly(
     assert resumed[-1]["step"] == stop and resumed[-1]["kind"] == "eval"
 
 
+@pytest.mark.slow
 def test_a_sweep_workdir_held_by_another_driver_is_refused(tmp_path, tiny_gin):
     sweep_file = tmp_path / "sweep.json"
     sweep_file.write_text(json.dumps({"grid": {"Adam.learning_rate": [0.01]}, "seeds": [0]}))
