@@ -112,8 +112,10 @@ def main(argv: list[str]) -> None:
     try:  # one driver per sweep workdir; the OS frees the lock when this process ends
         workdir.mkdir(parents=True, exist_ok=True)
         workdir_lock.acquire(workdir, "sweep workdir")
-    except (workdir_lock.WorkdirLocked, OSError) as error:
+    except workdir_lock.WorkdirLocked as error:
         _fail(str(error), EXIT_CONFIG_ERROR)
+    except OSError as error:  # a workdir below a file, unwritable...
+        _fail(records.describe_error(error), EXIT_CONFIG_ERROR)
     received: list[int] = []  # signals caught during the sweep
     try:
         with driver.interrupt_on_signals(received):
