@@ -114,6 +114,7 @@ def _dry_run(workdir: Path, spec) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", EXIT_CONFIG_ERROR)
+<<<<<<< HEAD
     from dirgrad_opt import user_modules
 
     try:  # a missing --import module fails here, before the pre-flight process starts
@@ -122,6 +123,9 @@ def main(argv: list[str]) -> None:
     except user_modules.ImportFailed as error:
         _fail(str(error), EXIT_CONFIG_ERROR)
     from dirgrad_opt import sweeps
+=======
+    from dirgrad_opt import sweeps, workdir_lock
+>>>>>>> harden-run
     from dirgrad_opt.sweeps import backends, driver, records, summary
 
     logging.set_verbosity(logging.INFO)
@@ -149,6 +153,13 @@ def main(argv: list[str]) -> None:
     if _DRY_RUN.value:
         _dry_run(workdir, spec)
         return
+    try:  # one driver per sweep workdir; the OS frees the lock when this process ends
+        workdir.mkdir(parents=True, exist_ok=True)
+        workdir_lock.acquire(workdir, "sweep workdir")
+    except workdir_lock.WorkdirLocked as error:
+        _fail(str(error), EXIT_CONFIG_ERROR)
+    except OSError as error:  # a workdir below a file, unwritable...
+        _fail(records.describe_error(error), EXIT_CONFIG_ERROR)
     received: list[int] = []  # signals caught during the sweep
     try:
         with driver.interrupt_on_signals(received):

@@ -10,9 +10,14 @@ project root, so ``include 'configs/...'`` works from anywhere. Your own code:
 ``--import=my_opt`` (repeatable; ``--import_path=DIR`` adds a folder to look in), or
 ``import my_opt`` in a gin file beside ``my_opt.py`` (see :mod:`dirgrad_opt.user_modules`).
 
-Exit codes: 0 done (or already complete in that workdir); 2 configuration error (one line on
-stderr naming the culprit, nothing written); 3 training diverged (``result.json`` says so).
-Rerunning the same command in the same workdir resumes an interrupted run.
+Exit codes: 0 done (or already complete in that workdir); 2 configuration error, bad flag or
+unusable workdir (one line on stderr naming the culprit: a binding, a file, a workdir locked by
+another process — its pid and host —, not one of our runs, unwritable, or with damaged
+checkpoints/records; nothing written); 3 training diverged or stalled (``result.json`` says
+so); 4 I/O error during the run (one line naming the path and errno; rerun to resume); 143
+stopped by SIGTERM/SIGINT after checkpointing the current step (TensorFlow's restartable exit
+code, ``result.json`` says ``interrupted``; rerun to resume); 130 a second SIGINT stopped it
+before that checkpoint. Rerunning the same command in the same workdir resumes.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ flags.mark_flag_as_required("workdir")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_CONFIG_ERROR = 2
 EXIT_DIVERGED = 3
+EXIT_IO_ERROR = 4
+EXIT_PREEMPTED = 143  # = dirgrad_opt.training.preemption.EXIT_PREEMPTED (TF's restart code)
+EXIT_KILLED = 130
 _SEARCH_PATH_ADDED = False
 
 
@@ -96,7 +104,26 @@ def main(argv: list[str]) -> None:
         _fail(training.one_line(error), EXIT_CONFIG_ERROR)
     except training.TrainingDiverged as error:
         _fail(training.one_line(error), EXIT_DIVERGED)
+    except training.RunIOError as error:
+        _fail(str(error).splitlines()[0], EXIT_IO_ERROR)  # gin appends its context below
+    except training.TrainingInterrupted as error:
+        print(f"train: {str(error).splitlines()[0]}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
+    except KeyboardInterrupt:
+        _fail("stopped by a second signal before the checkpoint; rerun to resume", EXIT_KILLED)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, but a bad or missing flag exits 2 (absl exits 1) in one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        _fail(f"{error} (see --helpfull)", EXIT_CONFIG_ERROR)
+        raise  # unreachable
 
 
 if __name__ == "__main__":
-    app.run(main)
+    try:
+        app.run(main, flags_parser=_parse_flags)
+    except KeyboardInterrupt:  # before the training loop catches signals (imports, gin)
+        _fail("interrupted before training started; nothing to resume", EXIT_KILLED)

@@ -221,8 +221,8 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
             raise ValueError(
                 f"learning_rate must be a float or a LearningRateSchedule, got {learning_rate!r}"
             )
-        if isinstance(learning_rate, float) and not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if isinstance(learning_rate, float) and not 0 < learning_rate < float("inf"):
+            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
         if weight_decay is not None and not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         for arg, value in (
@@ -335,7 +335,7 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
         return {
             "loss": loss,
             "step_size": t,
-            "accepted": tf.logical_and(tf.cast(accepted, tf.bool), finite),
+            "accepted": tf.logical_and(tf.cast(accepted, tf.bool), ok),  # no step: not accepted
             "descent": slope < 0,
             "slope": slope,
         }

@@ -204,7 +204,9 @@ def _check_metrics(record: RunRecord) -> RunRecord:
 def _status_of_result(result: dict[str, Any] | None) -> str:
     if result is None:
         return PENDING
-    return runner.OK if result["status"] == "complete" else runner.DIVERGED
+    if result["status"] == "interrupted":  # SIGTERM/SIGINT after a checkpoint: resumable
+        return runner.INTERRUPTED
+    return runner.OK if result["status"] == "complete" else runner.DIVERGED  # or stalled
 
 
 def read_trial(trial_path: Path, group: str) -> RunRecord:

@@ -21,12 +21,22 @@ Contract::
 * :mod:`~dirgrad_opt.training.registry` registers every Keras and dirgrad_opt optimizer and
   every Keras learning-rate schedule with gin (``@Adam()``, ``@ArmijoLineSearch()``...);
   :func:`register_optimizer` adds your own.
-* Errors: :class:`ConfigError` (bad configuration, raised before anything is written),
-  :class:`TrainingDiverged` (NaN/inf loss; ``result.json`` says ``"diverged"``).
+* Errors: :class:`ConfigError` (bad configuration or unusable workdir, raised before anything
+  is written), :class:`TrainingDiverged` (NaN/inf loss or evaluation; ``result.json`` says
+  ``"diverged"``; :class:`TrainingStalled`: every step rejected, ``"stalled"``),
+  :class:`TrainingInterrupted` (SIGTERM/SIGINT, after a checkpoint; ``"interrupted"``),
+  :class:`RunIOError` (the workdir could not be read or written during the run).
 """
 
 from dirgrad_opt.training.artifacts import MODEL_FILE, Run, load_run
-from dirgrad_opt.training.errors import ConfigError, TrainingDiverged, one_line
+from dirgrad_opt.training.errors import (
+    ConfigError,
+    RunIOError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainingStalled,
+    one_line,
+)
 from dirgrad_opt.training.loop import run, train
 from dirgrad_opt.training.registry import register_optimizer, register_optimizers
 from dirgrad_opt.training.schema import (
@@ -43,8 +53,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "ConfigError",
     "Run",
+    "RunIOError",
     "SchemaError",
     "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainingStalled",
     "load_run",
     "one_line",
     "read_metrics",

@@ -16,6 +16,22 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite; ``result.json`` records ``"diverged"``."""
 
 
+class TrainingStalled(TrainingDiverged):
+    """The optimizer rejected every step for ``train.max_rejected_steps`` consecutive steps;
+    ``result.json`` records ``"stalled"``. Exit code 3, like a divergence: the run cannot
+    make progress with this configuration."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM/SIGINT stopped the run after it saved a checkpoint of the current step;
+    ``result.json`` records ``"interrupted"`` and rerunning resumes."""
+
+
+class RunIOError(RuntimeError):
+    """Reading or writing the workdir failed during the run (disk full, permissions...); the
+    message is one line naming the path and the error number."""
+
+
 _OBJECT_REPR = re.compile(r"\s*\(<[^<>]*>\)")
 #: Context gin adds to every error raised inside the runner: it names no culprit.
 _NOISE = frozenset({"In call to configurable 'train'"})

@@ -30,7 +30,6 @@ import contextvars
 import importlib.metadata
 import math
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,8 +47,16 @@ import dirgrad_opt
 from dirgrad_opt import user_modules
 from dirgrad_opt.data import Dataset, load_dataset, short_repr
 from dirgrad_opt.models import create_model, metrics_for_task, resolve_loss
-from dirgrad_opt.training import artifacts, schema, steps
-from dirgrad_opt.training.errors import ConfigError, TrainingDiverged, one_line
+from dirgrad_opt.training import artifacts, preemption, schema, steps
+from dirgrad_opt.training import workdir as workdirs
+from dirgrad_opt.training.errors import (
+    ConfigError,
+    RunIOError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainingStalled,
+    one_line,
+)
 from dirgrad_opt.training.registry import register_optimizers
 
 register_optimizers()
@@ -196,6 +203,9 @@ class RunState(tf.Module):
       last_loss: the last finite training loss.
       clocks: cumulative ``[train_s, eval_s, wall_s]`` at the last save.
       rng: the run's ``tf.random.Generator`` (installed as the global generator).
+      best, best_step: best eval values so far (``BEST_KEYS`` order; NaN / -1 before one),
+        so ``result.json``'s ``best`` never depends on ``metrics.jsonl`` surviving.
+      rejected: consecutive steps the optimizer rejected (``accepted`` False) up to now.
     """
 
     def __init__(self, num_window_values: int, seed: int):
@@ -209,6 +219,10 @@ class RunState(tf.Module):
         self.last_loss = tf.Variable(float("nan"), dtype=tf.float64, trainable=False)
         self.clocks = tf.Variable(tf.zeros([3], tf.float64), trainable=False, name="clocks")
         self.rng = tf.random.Generator.from_seed(seed)
+        n = len(schema.BEST_KEYS)
+        self.best = tf.Variable(tf.fill([n], tf.constant(np.nan, tf.float64)), trainable=False)
+        self.best_step = tf.Variable(tf.fill([n], tf.constant(-1, tf.int64)), trainable=False)
+        self.rejected = tf.Variable(0, dtype=tf.int64, trainable=False, name="rejected")
 
 
 # -- the configurable ------------------------------------------------------------------------
@@ -231,6 +245,7 @@ def train(
     deterministic: bool = True,
     max_checkpoints: int = 3,
     progress_every_s: float = 5.0,
+    max_rejected_steps: int | None = 200,
     stop_after: int | None = None,
 ) -> dict[str, Any] | None:
     """Train ``model`` on ``dataset`` with ``optimizer`` for ``num_steps``; write the workdir.
@@ -241,9 +256,16 @@ def train(
     returns its result without training; a partial one is resumed; one holding a *different*
     config is refused.
 
-    Divergence: a NaN/inf training loss stops the run at that step. No checkpoint is written
-    after it (the last good one stays), ``result.json`` gets ``"status": "diverged"`` and the
-    error message, and :class:`TrainingDiverged` is raised. Rerunning reports the same error.
+    The workdir is locked for this process (a second ``train`` on it is refused, naming the
+    holder's pid and host) and must be empty, new, or one of our runs; nothing else in it is
+    touched. Checkpoints are found by listing ``checkpoints/ckpt-*`` and resume walks back
+    from the newest to the newest readable one. SIGTERM/SIGINT checkpoint the current step at
+    the next chunk boundary, record ``"interrupted"`` and raise :class:`TrainingInterrupted`.
+
+    Divergence: a NaN/inf training loss (or evaluation value) stops the run at that step. No
+    checkpoint is written after it (the last good one stays), ``result.json`` gets ``"status":
+    "diverged"`` and the error message, and :class:`TrainingDiverged` is raised. Rerunning
+    reports the same error.
 
     Args:
       workdir: output directory (passed by the caller, not gin).
@@ -272,6 +294,9 @@ def train(
       deterministic: enable TF op determinism (required for bit-exact resume).
       max_checkpoints: checkpoints kept.
       progress_every_s: seconds between progress log lines.
+      max_rejected_steps: stop with ``"status": "stalled"`` (:class:`TrainingStalled`) after
+        this many consecutive steps the optimizer rejected (``accepted`` False: a line search
+        found no decrease); 0 or ``None`` never stops.
       stop_after: test hook — stop like a killed process once this many steps are done (after
         that step's events), writing no ``result.json``; returns ``None``.
 
@@ -280,7 +305,10 @@ def train(
 
     Raises:
       ConfigError: invalid arguments, dataset, model or optimizer; a workdir of another config.
-      TrainingDiverged: the loss became non-finite.
+      TrainingDiverged: the loss or an evaluation became non-finite (TrainingStalled: every
+        step rejected for ``max_rejected_steps`` steps).
+      TrainingInterrupted: SIGTERM/SIGINT (after the checkpoint of the current step).
+      RunIOError: reading or writing the workdir failed (one line: path and error number).
     """
     _BODY_ENTERED.set(True)
     options = {
@@ -296,18 +324,29 @@ def train(
         "allow_stateful_layers": _as_bool("allow_stateful_layers", allow_stateful_layers),
         "deterministic": _as_bool("deterministic", deterministic),
         "loss": loss,
+        "max_rejected_steps": 0
+        if max_rejected_steps is None
+        else _as_int("max_rejected_steps", max_rejected_steps, 0),
     }
     if not isinstance(progress_every_s, int | float) or not progress_every_s > 0:
         raise ConfigError(f"train.progress_every_s must be > 0 seconds, got {progress_every_s!r}")
     if stop_after is not None:
         stop_after = _as_int("stop_after", stop_after, 1)
     runner = _Runner(Path(workdir), options, float(progress_every_s), stop_after)
-    previous = runner.check_workdir()
-    if previous is not None:
-        return previous
-    with op_determinism(options["deterministic"]):
-        runner.setup(dataset, model, optimizer)
-        return runner.run()
+    handle = workdirs.open_workdir(workdir)
+    try:
+        previous = runner.check_workdir()
+        if previous is not None:
+            return previous
+        with op_determinism(options["deterministic"]), preemption.catch_stop_signals() as stop:
+            runner.stop = stop
+            runner.setup(dataset, model, optimizer)
+            try:
+                return runner.run()
+            except OSError as error:
+                raise RunIOError(workdirs.os_error_line(error, "I/O error on")) from None
+    finally:
+        workdirs.close_workdir(handle)
 
 
 def run(workdir: str, stop_after: int | None = None) -> dict[str, Any] | None:
@@ -317,7 +356,7 @@ def run(workdir: str, stop_after: int | None = None) -> dict[str, Any] | None:
     token = _BODY_ENTERED.set(False)
     try:
         return train(workdir=workdir, stop_after=stop_after)
-    except (ConfigError, TrainingDiverged):
+    except (ConfigError, TrainingDiverged, TrainingInterrupted, RunIOError):
         raise
     except Exception as error:
         if not _BODY_ENTERED.get():
@@ -337,6 +376,8 @@ class _Runner:
         self.stop_after = stop
         self.config_text = gin.config_str()
         self.started = time.perf_counter()
+        self.stop: preemption.StopRequest | None = None
+        self.saved_step = -1
 
     # -- phase 1: what is in the workdir already ---------------------------------------------
     def check_workdir(self) -> dict[str, Any] | None:
@@ -346,9 +387,9 @@ class _Runner:
             raise ConfigError(f"workdir {str(workdir)!r} exists and is not a directory")
         config_file = workdir / schema.CONFIG_FILE
         result_file = workdir / schema.RESULT_FILE
-        has_checkpoint = tf.train.latest_checkpoint(str(workdir / "checkpoints")) is not None
+        has_checkpoint = bool(workdirs.checkpoint_prefixes(workdir / workdirs.CHECKPOINT_DIR))
         if config_file.exists() and (has_checkpoint or result_file.exists()):
-            old = config_file.read_text(encoding="utf-8")
+            old = workdirs.read_or_refuse(lambda p: p.read_text(encoding="utf-8"), config_file)
             if old != self.config_text:
                 raise ConfigError(
                     f"workdir {str(workdir)!r} holds a run of a different configuration "
@@ -357,7 +398,9 @@ class _Runner:
                 )
         if not result_file.exists():
             return None
-        result = schema.read_result(result_file)
+        result = workdirs.read_or_refuse(schema.read_result, result_file)
+        if result["status"] == "interrupted":
+            return None  # resumed from the checkpoint it saved
         if result["status"] == "complete":
             logging.info(
                 "Run in %s is already complete (%d steps, test accuracy %s); nothing to do.",
@@ -366,9 +409,8 @@ class _Runner:
                 result["final"]["test_accuracy"],
             )
             return result
-        raise TrainingDiverged(
-            f"{result['error']} (recorded in {result_file}; delete the workdir to retry)"
-        )
+        error = TrainingStalled if result["status"] == "stalled" else TrainingDiverged
+        raise error(f"{result['error']} (recorded in {result_file}; delete the workdir to retry)")
 
     # -- phase 2: build everything; any error is a configuration error --------------------------
     def setup(self, dataset_fn: Callable, model_fn: Callable, optimizer: Any) -> None:
@@ -411,6 +453,7 @@ class _Runner:
         if not isinstance(optimizer, keras.optimizers.Optimizer) and callable(optimizer):
             optimizer = optimizer()
         steps.check_optimizer(optimizer)
+        workdirs.check_learning_rates(optimizer)
         steps.check_closure_model(net, optimizer, o["allow_stateful_layers"])
         pooling = steps.max_pooling_layers(net)
         if o["jit_compile"] and o["deterministic"] and pooling:
@@ -448,8 +491,9 @@ class _Runner:
     def _make_chunk_fn(self) -> Callable:
         state, step_fn, keys = self.state, self.step_fn, self.keys
         weights = self.model.trainable_variables
+        max_rejected = self.o["max_rejected_steps"]
 
-        def body(done: tf.Tensor, last: tf.Tensor, finite: tf.Tensor, iterator: Any):
+        def body(done, last, finite, rejected, iterator):
             x, y = iterator.get_next()
             info = step_fn(x, y)
             loss = tf.cast(info["loss"], tf.float64)
@@ -459,15 +503,19 @@ class _Runner:
             values = tf.stack([tf.cast(info[k], tf.float64) for k in keys])
             counts = tf.stack([tf.cast(info[c], tf.int64) for c in COUNTERS])
             one = tf.cast(ok, tf.int64)
+            if "accepted" in info:  # consecutive rejected steps (a Keras optimizer has none)
+                refused = ok & tf.logical_not(tf.cast(info["accepted"], tf.bool))
+                rejected = tf.where(refused, rejected + 1, tf.zeros_like(rejected))
             updates = [
                 state.window_sum.assign_add(tf.where(ok, values, tf.zeros_like(values))),
                 state.window_count.assign_add(one),
                 state.totals.assign_add(counts * one),
                 state.last_loss.assign(tf.where(ok, loss, state.last_loss)),
                 state.step.assign_add(one),
+                state.rejected.assign(rejected),
             ]
             with tf.control_dependencies(updates):
-                return done + one, loss, ok, iterator
+                return done + one, loss, ok, tf.identity(rejected), iterator
 
         @tf.function(autograph=False)
         def run_chunk(iterator: Any, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -475,15 +523,22 @@ class _Runner:
 
             Returns the steps done, the last loss computed (the non-finite one if it stopped)
             and whether every weight is finite at the end (an update can overflow the weights
-            while the loss before it was finite; such weights are never checkpointed).
+            while the loss before it was finite; such weights are never checkpointed). It
+            also stops once ``max_rejected_steps`` consecutive steps were rejected.
             """
-            done, last, _, _ = tf.while_loop(
-                lambda done, last, finite, it: finite & (done < n),
+
+            def more(done, last, finite, rejected, it):
+                go = finite & (done < n)
+                return go & (rejected < max_rejected) if max_rejected else go
+
+            done, last, _, _, _ = tf.while_loop(
+                more,
                 body,
                 (
                     tf.constant(0, tf.int64),
                     tf.constant(0.0, tf.float64),
                     tf.constant(True),
+                    state.rejected.read_value(),
                     iterator,
                 ),
             )
@@ -564,13 +619,9 @@ class _Runner:
     def run(self) -> dict[str, Any] | None:
         o, workdir, state = self.o, self.workdir, self.state
         num_steps = o["num_steps"]
-        workdir.mkdir(parents=True, exist_ok=True)
         schema.write_text_atomic(workdir / schema.CONFIG_FILE, self.config_text)
         operative = user_modules.header() + gin.operative_config_str()  # user module folders
         schema.write_text_atomic(workdir / schema.OPERATIVE_CONFIG_FILE, operative)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(workdir / "checkpoints"), max_to_keep=o["max_checkpoints"]
-        )
         self.records = self._restore()
         start = int(state.step.numpy())
         self.clock0 = state.clocks.numpy().astype(float)  # train_s, eval_s, wall_s at restore
@@ -595,11 +646,16 @@ class _Runner:
         self.run_chunk.get_concrete_function(iterator, tf.TensorSpec([], tf.int64))
         self.trace_s += time.perf_counter() - t0
         if start == 0 and not any(r["kind"] == "eval" for r in self.records):
-            self._append([self._evaluation(0)])  # step 0: the initial weights
+            initial: list[dict[str, Any]] = []
+            values = self._evaluation(0, initial)  # step 0: the initial weights
+            self._append(initial)
+            self._check_finite(0, values)
         step = start
         last_progress = time.perf_counter()
         periods = (o["log_every"], o["eval_every"], o["checkpoint_every"])
         while step < num_steps:
+            if self.stop:
+                return self._interrupted(step)
             limit = num_steps if self.stop_after is None else min(num_steps, self.stop_after)
             target = next_event(step, periods, limit)
             t0 = time.perf_counter()
@@ -610,6 +666,9 @@ class _Runner:
             self.process_train_s += time.perf_counter() - t0
             self.process_steps += done
             step += done
+            max_rejected = o["max_rejected_steps"]
+            if max_rejected and int(state.rejected.numpy()) >= max_rejected:
+                return self._stalled(step)
             if step < target:
                 what = f"the loss is {float(last.numpy())} at step {step + 1} (the weights after "
                 return self._diverged(step, what + f"{step} updates)")
@@ -632,18 +691,32 @@ class _Runner:
         return self._finish("complete", None, num_steps)
 
     def _restore(self) -> list[dict[str, Any]]:
-        """Restores the latest checkpoint (if any) and the metrics records up to its step."""
+        """Restores the newest readable checkpoint (if any) and the metrics records up to its
+        step. Without a checkpoint, ``metrics.jsonl`` (of an earlier attempt of this run, or
+        none) starts empty; ``tensorboard/`` is never deleted (an event file per attempt)."""
         metrics_file = self.workdir / schema.METRICS_FILE
-        latest = self.manager.latest_checkpoint
+        self.manager, latest = workdirs.restore_newest_readable(
+            self.checkpoint,
+            self.workdir / workdirs.CHECKPOINT_DIR,
+            self.o["max_checkpoints"],
+            logging.warning,
+        )
         if latest is None:
-            shutil.rmtree(self.workdir / "tensorboard", ignore_errors=True)
             schema.write_text_atomic(metrics_file, "")
             return []
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
         step = int(self.state.step.numpy())
+        self.saved_step = step
         records = []
         if metrics_file.exists():
-            records = [r for r in schema.read_metrics(metrics_file) if r["step"] <= step]
+            records = workdirs.read_or_refuse(schema.read_metrics, metrics_file)
+            records = [r for r in records if r["step"] <= step]
+        else:
+            logging.warning(
+                "%s is missing: its records up to step %d are lost (result.json's best is kept "
+                "in the checkpoint).",
+                metrics_file,
+                step,
+            )
         schema.write_text_atomic(metrics_file, schema.records_to_lines(records))
         return records
 
@@ -677,24 +750,64 @@ class _Runner:
             new.append(record)
             state.window_sum.assign(tf.zeros_like(state.window_sum))
             state.window_count.assign(0)
+        values = None
         if is_event(step, o["eval_every"], num_steps):
-            new.append(self._evaluation(step))
+            values = self._evaluation(step, new)
         if new:
             self._append(new)
+        if values is not None:
+            self._check_finite(step, values)
         if is_event(step, o["checkpoint_every"], num_steps):
-            state.clocks.assign(self._times())
-            with _quiet_absl():  # TF logs a line per save at INFO
-                self.manager.save(checkpoint_number=step)
-            self.writer.flush()
+            self._save(step)
 
-    def _evaluation(self, step: int) -> dict[str, Any]:
-        """Evaluates on the full train-eval and test sets; the ``eval`` record of ``step``."""
+    def _save(self, step: int) -> None:
+        """Checkpoints ``step`` (clocks included); a failed save raises ``RunIOError``."""
+        self.state.clocks.assign(self._times())
+        with _quiet_absl():  # TF logs a line per save at INFO
+            workdirs.save_checkpoint(self.manager, step)
+        self.saved_step = step
+        self.writer.flush()
+
+    def _update_best(self, values: dict[str, float], step: int) -> None:
+        """Folds one evaluation into ``state.best`` (ties keep the earlier step)."""
+        best, best_step = self.state.best.numpy(), self.state.best_step.numpy()
+        for i, key in enumerate(schema.BEST_KEYS):
+            value = values.get(key)
+            if value is None or not math.isfinite(value):
+                continue
+            higher = key.endswith("accuracy")
+            if best_step[i] < 0 or (value > best[i] if higher else value < best[i]):
+                best[i], best_step[i] = value, step
+        self.state.best.assign(best)
+        self.state.best_step.assign(best_step)
+
+    def _best(self) -> dict[str, Any]:
+        """``result.json``'s ``best`` from the checkpointed state."""
+        best, best_step = self.state.best.numpy(), self.state.best_step.numpy()
+        return {
+            key: None if best_step[i] < 0 else {"value": float(best[i]), "step": int(best_step[i])}
+            for i, key in enumerate(schema.BEST_KEYS)
+        }
+
+    def _evaluation(self, step: int, records: list[dict[str, Any]]) -> dict[str, float]:
+        """Evaluates on the full train-eval and test sets, adds the ``eval`` record of ``step``
+        to ``records``, folds it into ``state.best`` and returns its values."""
         t0 = time.perf_counter()
         values = self.evaluate()
         self.process_eval_s += time.perf_counter() - t0
         record = {"kind": "eval", **self._common(step), "eval_time_s": self._times()[1]}
         record.update(values)
-        return record
+        records.append(record)
+        self._update_best(values, step)
+        return values
+
+    def _check_finite(self, step: int, values: dict[str, float]) -> None:
+        """Follows the diverged path (raises) when an evaluation is not finite; the metrics
+        record holds null for those values and no checkpoint is written of this step."""
+        bad = [f"{k} = {v}" for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            what = f"the evaluation at step {step} is not finite ({', '.join(bad)})"
+            self._diverged(step, what, final=values)
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         text = schema.records_to_lines(records)
@@ -730,8 +843,33 @@ class _Runner:
         parts.append(f"ETA {format_duration(eta) if math.isfinite(eta) else '?'}")
         logging.info(" | ".join(parts))
 
-    def _diverged(self, step: int, what: str) -> None:
-        """Records ``status: diverged`` (no checkpoint, no eval) and raises TrainingDiverged."""
+    def _interrupted(self, step: int) -> None:
+        """Checkpoints ``step``, records ``status: interrupted``, raises TrainingInterrupted."""
+        if self.saved_step != step:
+            self._save(step)
+        message = (
+            f"interrupted by {self.stop.signal_name} at step {step}/{self.o['num_steps']}; "
+            f"checkpoint {self.manager.latest_checkpoint} saved: rerun the same command to resume"
+        )
+        logging.warning(message)
+        self._finish("interrupted", message, step)
+        raise TrainingInterrupted(message)
+
+    def _stalled(self, step: int) -> None:
+        """Records ``status: stalled`` (no checkpoint) and raises TrainingStalled."""
+        n = self.o["max_rejected_steps"]
+        message = (
+            f"training stalled: {type(self.optimizer).__name__} rejected every step for {n} "
+            f"consecutive steps (up to step {step}; loss {float(self.state.last_loss.numpy()):.6g})"
+            f". Last checkpoint: {self.manager.latest_checkpoint or 'none'}. Check the step-size "
+            "settings, or raise train.max_rejected_steps (0 = never stop)."
+        )
+        logging.error(message)
+        self._finish("stalled", message, step)
+        raise TrainingStalled(message)
+
+    def _diverged(self, step: int, what: str, final: dict[str, float] | None = None) -> None:
+        """Records ``status: diverged`` (no checkpoint) and raises TrainingDiverged."""
         last_loss = float(self.state.last_loss.numpy())
         latest = self.manager.latest_checkpoint
         message = (
@@ -739,10 +877,12 @@ class _Runner:
             f"Last good checkpoint: {latest or 'none'}. Lower the step size or check the data."
         )
         logging.error(message)
-        self._finish("diverged", message, step)
+        self._finish("diverged", message, step, final)
         raise TrainingDiverged(message)
 
-    def _finish(self, status: str, error: str | None, step: int) -> dict[str, Any]:
+    def _finish(
+        self, status: str, error: str | None, step: int, values: dict[str, float] | None = None
+    ) -> dict[str, Any]:
         o = self.o
         train_s, eval_s, wall_s = self._times()
         evals = [r for r in self.records if r["kind"] == "eval"]
@@ -751,6 +891,8 @@ class _Runner:
         if status == "complete":
             last = evals[-1]
             final.update({k: last.get(k) for k in schema.FINAL_KEYS})
+        elif values is not None:  # a non-finite evaluation: its values (null where not finite)
+            final.update({k: values.get(k) for k in schema.FINAL_KEYS[1:]})
         totals = self.state.totals.numpy()
         result = {
             "schema_version": schema.SCHEMA_VERSION,
@@ -761,7 +903,7 @@ class _Runner:
             "num_steps": o["num_steps"],
             "epochs": self.ds.epoch(step),
             "final": final,
-            "best": best_of(self.records),
+            "best": self._best(),
             "times": {
                 "train_s": train_s,
                 "eval_s": eval_s,

@@ -7,8 +7,8 @@ through it, so the format cannot drift. Non-finite floats are stored as ``null``
 
     {
       "schema_version": 1,
-      "status": "complete" | "diverged",
-      "error": null | "non-finite loss (nan) at step 17 ...",
+      "status": "complete" | "diverged" | "stalled" | "interrupted",
+      "error": null | "non-finite loss (nan) at step 17 ...",   # null only when complete
       "seed": 0,
       "steps": 8000,                     # completed training steps
       "num_steps": 8000,                 # requested training steps
@@ -45,7 +45,10 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("complete", "diverged")
+#: ``diverged``: a non-finite loss, weights or evaluation; ``stalled``: every step rejected for
+#: ``train.max_rejected_steps`` steps; ``interrupted``: stopped by SIGTERM/SIGINT after a
+#: checkpoint of that step (rerunning resumes).
+STATUSES = ("complete", "diverged", "stalled", "interrupted")
 FAMILIES = ("directional", "keras")
 COUNTERS = ("forward_passes", "backward_passes", "jvps")
 FINAL_KEYS = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
