@@ -28,7 +28,9 @@ _GIN_PARAMS = flags.DEFINE_multi_string(
     "gin_param", [], "Gin binding, e.g. 'train.num_steps = 100' (repeatable, after the files)."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory of the run (required).")
-flags.mark_flag_as_required("workdir")
+_LIST_PROBLEMS = flags.DEFINE_bool(
+    "list_problems", False, "List the problems of configs/problems/ (train.problem) and exit."
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_CONFIG_ERROR = 2
@@ -62,7 +64,18 @@ def main(argv: list[str]) -> None:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", 2)
     import gin
 
-    from dirgrad_opt import training
+    from dirgrad_opt import problems, training
+
+    if _LIST_PROBLEMS.value:
+        for name in problems.available():
+            info = problems.describe(name)
+            print(
+                f"{name:<20} {info['num_steps']:>6} steps  target {info['target']:<26} "
+                f"{info['description']}"
+            )
+        return
+    if not _WORKDIR.value:
+        _fail("--workdir is required (the run's output folder)", EXIT_CONFIG_ERROR)
 
     logging.set_verbosity(logging.INFO)
     _add_search_path(gin)
@@ -75,7 +88,7 @@ def main(argv: list[str]) -> None:
             )
     gin.clear_config()  # a fresh process has none; in-process callers (tests) may
     try:
-        gin.parse_config_files_and_bindings(_GIN_FILES.value, _GIN_PARAMS.value, skip_unknown=False)
+        problems.parse_config(_GIN_FILES.value, _GIN_PARAMS.value)
     except Exception as error:  # noqa: BLE001 - every parse failure is a config error
         _fail(training.one_line(error), EXIT_CONFIG_ERROR)
     try:
