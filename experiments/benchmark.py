@@ -34,6 +34,14 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials at a time on this machin
 _BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where trials run.")
 _RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "Existing Ray cluster; default local.")
 _GRIDS = flags.DEFINE_string("grids_dir", None, "Folder of <Optimizer>.json tuning grids.")
+_FRESH = flags.DEFINE_bool(
+    "fresh_process_per_trial",
+    False,
+    "Local: start a new process per trial instead of reusing warm workers (one per slot).",
+)
+_TIMEOUT = flags.DEFINE_float(
+    "trial_timeout_s", None, "Local, warm workers: fail a trial running longer (seconds)."
+)
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Rerun trials whose status is failed.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write PNG plots (needs matplotlib).")
 flags.mark_flags_as_required(["problems", "optimizers", "workdir"])
@@ -71,7 +79,9 @@ def main(argv: list[str]) -> None:
         if _BACKEND.value == "ray":
             backend = sweeps.RayBackend(_RAY_ADDRESS.value, _PARALLEL.value)
         else:
-            backend = sweeps.LocalBackend(_PARALLEL.value)
+            backend = sweeps.LocalBackend(
+                _PARALLEL.value, warm=not _FRESH.value, trial_timeout_s=_TIMEOUT.value
+            )
     except (benchmark.BenchmarkError, sweeps.SweepError, ValueError, ImportError) as error:
         _fail(str(error), 2)
     try:

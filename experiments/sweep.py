@@ -55,6 +55,14 @@ _THREADS = flags.DEFINE_integer(
     "Local: threads per trial (default cores // parallel).",
     lower_bound=1,
 )
+_FRESH = flags.DEFINE_bool(
+    "fresh_process_per_trial",
+    False,
+    "Local: start a new process per trial instead of reusing warm workers (one per slot).",
+)
+_TIMEOUT = flags.DEFINE_float(
+    "trial_timeout_s", None, "Local, warm workers: fail a trial running longer (seconds)."
+)
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Rerun trials whose status is failed.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the trials and their bindings; run nothing.")
 _TARGET = flags.DEFINE_string(
@@ -99,7 +107,12 @@ def main(argv: list[str]) -> None:
                 connect_timeout_s=_RAY_CONNECT_TIMEOUT.value,
             )
         else:
-            backend = sweeps.LocalBackend(_PARALLEL.value, _THREADS.value)
+            backend = sweeps.LocalBackend(
+                _PARALLEL.value,
+                _THREADS.value,
+                warm=not _FRESH.value,
+                trial_timeout_s=_TIMEOUT.value,
+            )
     except (sweeps.SweepError, ValueError, ImportError) as error:
         _fail(str(error), EXIT_CONFIG_ERROR)
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from absl import logging
 
-from dirgrad_opt.sweeps import launch, runner
+from dirgrad_opt.sweeps import launch, runner, workers
 from dirgrad_opt.sweeps.runner import TrialJob, TrialOutcome
 
 OnEvent = Callable[[str, str, TrialOutcome | None], None]
@@ -63,11 +63,21 @@ class LocalBackend:
     Args:
       parallel: concurrent trials (≥ 1).
       threads_per_trial: CPU threads per trial; ``None`` = ``max(1, cores // parallel)``.
+      warm: run trials in warm workers (:mod:`dirgrad_opt.sweeps.workers`), one per slot,
+        instead of a fresh process each.
+      trial_timeout_s: warm workers only: fail a trial running longer (seconds) and replace
+        its worker.
     """
 
     name = "local"
 
-    def __init__(self, parallel: int = 1, threads_per_trial: int | None = None):
+    def __init__(
+        self,
+        parallel: int = 1,
+        threads_per_trial: int | None = None,
+        warm: bool = False,
+        trial_timeout_s: float | None = None,
+    ):
         if not isinstance(parallel, int) or parallel < 1:
             raise ValueError(f"parallel must be an integer >= 1, got {parallel!r}")
         if threads_per_trial is not None and threads_per_trial < 1:
@@ -75,15 +85,20 @@ class LocalBackend:
         self.parallel = parallel
         self.threads_per_trial = threads_per_trial or max(1, available_cores() // parallel)
         self.stop = launch.StopFlag()
+        self.warm = warm
+        self.trial_timeout_s = trial_timeout_s
 
     def run(self, jobs: Sequence[TrialJob], on_event: OnEvent) -> list[TrialOutcome]:
         outcomes = []
         pool = concurrent.futures.ThreadPoolExecutor(self.parallel, thread_name_prefix="trial")
+        warm = workers.WarmPool(self.trial_timeout_s) if self.warm else None
 
         def task(job: TrialJob) -> TrialOutcome:
             if self.stop.is_set():
                 return TrialOutcome(job.trial_id, runner.INTERRUPTED, None, None, 0.0, "")
             on_event("start", job.trial_id, None)
+            if warm is not None:
+                return runner.finish(job, warm.execute(job.as_dict(), self.stop))
             return runner.execute(job, self.stop)
 
         futures = {pool.submit(task, job): job for job in jobs}
@@ -97,6 +112,9 @@ class LocalBackend:
             self.stop.stop()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+        finally:
+            if warm is not None:
+                warm.close()
         pool.shutdown(wait=True)
         return outcomes
 
