@@ -33,6 +33,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder of the benchmark.
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials at a time on this machine.", lower_bound=1)
 _BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where trials run.")
 _RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "Existing Ray cluster; default local.")
+_GIN_PARAMS = flags.DEFINE_multi_string(
+    "gin_param", [], "Binding for every trial, after the problem's (repeatable)."
+)
 _GRIDS = flags.DEFINE_string("grids_dir", None, "Folder of <Optimizer>.json tuning grids.")
 _FRESH = flags.DEFINE_bool(
     "fresh_process_per_trial",
@@ -74,7 +77,13 @@ def main(argv: list[str]) -> None:
             raise benchmark.BenchmarkError(f"--seeds={_SEEDS.value!r}: give integers") from None
         grids = Path(_GRIDS.value) if _GRIDS.value else benchmark.GRIDS_DIR
         cells = benchmark.plan(
-            _WORKDIR.value, problem_names, optimizer_names, seeds, _BUDGET.value, grids
+            _WORKDIR.value,
+            problem_names,
+            optimizer_names,
+            seeds,
+            _BUDGET.value,
+            grids,
+            _GIN_PARAMS.value,
         )
         if _BACKEND.value == "ray":
             backend = sweeps.RayBackend(_RAY_ADDRESS.value, _PARALLEL.value)

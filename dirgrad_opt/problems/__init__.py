@@ -201,6 +201,29 @@ def _bound(key: str) -> tuple[bool, Any]:
         return False, None
 
 
+def _system_path_file_exists(path: str) -> bool:
+    """gin's check for a config inside an importable package, without its crash on namespace
+    packages: with the project root on ``sys.path`` (``PYTHONPATH``, editable installs),
+    ``configs/optimizers`` imports as a namespace package with no origin, and gin's own check
+    raises ``TypeError`` instead of trying the next search path."""
+    from gin import resource_reader
+
+    try:
+        return resource_reader.system_path_file_exists(path)
+    except TypeError:
+        return False
+
+
+def _patch_gin_readers() -> None:
+    from gin import config as gin_config
+    from gin import resource_reader
+
+    readers = gin_config._FILE_READERS  # noqa: SLF001 - no public way to replace a check
+    for i, (reader, check) in enumerate(readers):
+        if check is resource_reader.system_path_file_exists:
+            readers[i] = (reader, _system_path_file_exists)
+
+
 def parse_config(gin_files: list[str], gin_params: list[str]) -> str | None:
     """Parses gin files and bindings like ``gin.parse_config_files_and_bindings`` (unknown
     names are errors), loading the selected problem's file first when ``train.problem`` names
@@ -210,6 +233,10 @@ def parse_config(gin_files: list[str], gin_params: list[str]) -> str | None:
       ProblemError: ``train.problem`` names no problem file.
       Any gin parse error.
     """
+    import dirgrad_opt.training  # noqa: F401  (registers train and the optimizers with gin)
+
+    _patch_gin_readers()
+
     gin.parse_config_files_and_bindings(gin_files, gin_params, skip_unknown=False)
     bound, name = _bound("train.problem")
     if not bound or not isinstance(name, str):

@@ -112,6 +112,7 @@ def plan(
     seeds: Sequence[int],
     budget: float = 1.0,
     grids_dir: Path = GRIDS_DIR,
+    gin_params: Sequence[str] = (),
 ) -> list[Cell]:
     """Validates the arguments and lays out the benchmark's sweeps (nothing is run).
 
@@ -138,7 +139,7 @@ def plan(
     workdir = Path(workdir)
     meta_path = workdir / BENCHMARK_FILE
     old = runner.read_json(meta_path)
-    if old is not None and old.get("budget") != budget:
+    if old is not None and old.get("budget") not in (None, budget):
         raise BenchmarkError(
             f"{workdir} holds a benchmark with --budget={old.get('budget')}, this one has "
             f"{budget}; every trial would change: use a new --workdir"
@@ -154,7 +155,7 @@ def plan(
                     workdir / p / o,
                     specs[o],
                     (str(problems.problem_file(p)), str(files[o])),
-                    (f"Problem.budget = {float(budget)!r}",),
+                    (f"Problem.budget = {float(budget)!r}", *(p.strip() for p in gin_params)),
                 )
             )
     return cells

@@ -72,6 +72,7 @@ class WarmWorker:
         self._responses = os.fdopen(read_fd, "rb", buffering=0)
         self._buffer = b""
         self.trials = 0
+        self.ready = False
 
     @property
     def pid(self) -> int:
@@ -105,6 +106,11 @@ class WarmWorker:
         worker was killed (``timed out``, ``stopped``, ``worker died``) and the code is that of
         a killed process (negative) or ``None``.
         """
+        if not self.ready:  # the import is not charged to the trial's timeout
+            answer, problem = self._read(None, stop)
+            if problem is not None:
+                return answer, problem
+            self.ready = True
         request = json.dumps({"command": command, "log": log_path}) + "\n"
         try:
             assert self.proc.stdin is not None
@@ -113,6 +119,17 @@ class WarmWorker:
         except (BrokenPipeError, OSError):
             self.kill()
             return None, "the warm worker died before the trial started"
+        answer, problem = self._read(timeout_s, stop)
+        if problem is None:
+            self.trials += 1
+            return int(answer["exit_code"]), None
+        return answer, problem
+
+    def _read(
+        self, timeout_s: float | None, stop: launch.StopFlag | None
+    ) -> tuple[Any, str | None]:
+        """The worker's next answer line (parsed), or ``(exit code, problem)`` when it is
+        stopped, times out or dies."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             if stop is not None and stop.is_set():
@@ -136,8 +153,7 @@ class WarmWorker:
             self._buffer += chunk
             if b"\n" in self._buffer:
                 line, self._buffer = self._buffer.split(b"\n", 1)
-                self.trials += 1
-                return int(json.loads(line)["exit_code"]), None
+                return json.loads(line), None
 
 
 class WarmPool:
@@ -300,6 +316,7 @@ def serve() -> None:
 
     logging.use_absl_handler()  # the log format of `python -m experiments.train`
     logging.set_verbosity(logging.INFO)
+    response.write(b'{"ready": true}\n')
     for line in sys.stdin:
         if not line.strip():
             continue
