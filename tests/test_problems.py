@@ -228,3 +228,49 @@ def test_every_offline_problem_trains_through_the_runner(tmp_path):
                 assert f"{split}_{metric}" in keys
         assert math.isfinite(result["final"]["valid_loss"])
     assert "Problem.eval_points = 1" in (workdir / "char_lm/Adam/sweep.json").read_text()
+
+
+GATED = {  # problem: (parameters, TFDS data)
+    "fashion_mnist_2c2d": 3_274_634,
+    "cifar10_3c3d": 895_210,
+    "cifar10_resnet20": None,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(GATED))
+def test_data_gated_problem_trains_on_tfds_mock_data(name, tmp_path, monkeypatch):
+    """The TFDS problems load through the real TFDS path (tfds.testing.mock_data: random
+    examples of the real feature spec) and train two steps; their models are DeepOBS-sized."""
+    import tensorflow_datasets as tfds
+
+    from dirgrad_opt import training
+    from dirgrad_opt.data import tfds_source
+
+    # mock_data fakes the examples but not the preparation check of our fail-fast loader, and
+    # without the real dataset's metadata it cannot serve a whole split as one batch
+    # (batch_size=-1): batch it here instead.
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    original = tfds_source.tfds_dataset
+
+    def whole_split(name, split, data_dir=None, download=False, batch_size=None):
+        ds = original(name, split, data_dir=data_dir, download=download)
+        return ds.batch(1 << 20).get_single_element() if batch_size == -1 else ds
+
+    monkeypatch.setattr(tfds_source, "tfds_dataset", whole_split)
+    gin.clear_config()
+    problems.parse_config(
+        ["configs/optimizers/adam.gin"],
+        [f"train.problem = '{name}'", "Problem.num_steps = 2", "load_dataset.batch_size = 8",
+         "load_dataset.validation_size = 8", "load_dataset.train_eval_size = 16",
+         "load_dataset.eval_batch_size = 16"],
+    )  # fmt: skip
+    with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
+        result = training.run(str(tmp_path / "run"))
+    assert result["status"] == "complete" and result["problem"]["name"] == name
+    assert result["dataset"]["num_valid_examples"] == 8
+    assert set(result["final"]) >= {"valid_loss", "valid_accuracy", "test_accuracy"}
+    if GATED[name] is not None:
+        assert result["model"]["num_parameters"] == GATED[name]
+    else:  # ResNet-20: ~0.27 M parameters (He et al. 2016, Table 6)
+        assert 0.26e6 < result["model"]["num_parameters"] < 0.28e6
