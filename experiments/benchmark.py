@@ -40,10 +40,11 @@ _GRIDS = flags.DEFINE_string("grids_dir", None, "Folder of <Optimizer>.json tuni
 _FRESH = flags.DEFINE_bool(
     "fresh_process_per_trial",
     False,
-    "Local: start a new process per trial instead of reusing warm workers (one per slot).",
+    "Start a new process (local) or Ray task per trial instead of reusing warm workers "
+    "(local: one per slot; Ray: one actor per slot).",
 )
 _TIMEOUT = flags.DEFINE_float(
-    "trial_timeout_s", None, "Local, warm workers: fail a trial running longer (seconds)."
+    "trial_timeout_s", None, "Warm workers: fail a trial running longer (seconds)."
 )
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Rerun trials whose status is failed.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write PNG plots (needs matplotlib).")
@@ -86,7 +87,12 @@ def main(argv: list[str]) -> None:
             _GIN_PARAMS.value,
         )
         if _BACKEND.value == "ray":
-            backend = sweeps.RayBackend(_RAY_ADDRESS.value, _PARALLEL.value)
+            backend = sweeps.RayBackend(
+                _RAY_ADDRESS.value,
+                _PARALLEL.value,
+                warm=not _FRESH.value,
+                trial_timeout_s=_TIMEOUT.value,
+            )
         else:
             backend = sweeps.LocalBackend(
                 _PARALLEL.value, warm=not _FRESH.value, trial_timeout_s=_TIMEOUT.value

@@ -58,10 +58,11 @@ _THREADS = flags.DEFINE_integer(
 _FRESH = flags.DEFINE_bool(
     "fresh_process_per_trial",
     False,
-    "Local: start a new process per trial instead of reusing warm workers (one per slot).",
+    "Start a new process (local) or Ray task per trial instead of reusing warm workers "
+    "(local: one per slot; Ray: one actor per slot).",
 )
 _TIMEOUT = flags.DEFINE_float(
-    "trial_timeout_s", None, "Local, warm workers: fail a trial running longer (seconds)."
+    "trial_timeout_s", None, "Warm workers: fail a trial running longer (seconds)."
 )
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Rerun trials whose status is failed.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the trials and their bindings; run nothing.")
@@ -105,6 +106,8 @@ def main(argv: list[str]) -> None:
                 _PARALLEL.value,
                 _CPUS_PER_TRIAL.value,
                 connect_timeout_s=_RAY_CONNECT_TIMEOUT.value,
+                warm=not _FRESH.value,
+                trial_timeout_s=_TIMEOUT.value,
             )
         else:
             backend = sweeps.LocalBackend(

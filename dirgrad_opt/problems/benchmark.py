@@ -218,12 +218,17 @@ def _budget_of(cells: Sequence[Cell]) -> float | None:
 
 # -- report ----------------------------------------------------------------------------------
 def problem_target(name: str, found: Sequence[records.RunRecord]) -> Target:
-    """The problem's target, from a trial's ``result.json`` (else from its gin file)."""
+    """The problem's target as its file defines it now (targets are re-derived as budgets
+    change); from a trial's ``result.json`` if the file is gone."""
+    try:
+        return parse_target(problems.describe(name)["target"], f"problem {name!r}")
+    except problems.ProblemError:
+        pass
     for r in found:
         if r.result is not None and "problem" in r.result:
             t = r.result["problem"]["target"]
             return Target(t["metric"], t["goal"], float(t["value"]))
-    return parse_target(problems.describe(name)["target"], f"problem {name!r}")
+    raise BenchmarkError(f"problem {name!r}: no problem file and no result with its target")
 
 
 @dataclasses.dataclass

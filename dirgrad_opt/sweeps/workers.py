@@ -250,6 +250,63 @@ class WarmPool:
             worker.kill()
 
 
+# -- Ray: reused actors ------------------------------------------------------------------------
+class TrialActor:
+    """A Ray actor that keeps one :class:`WarmPool` (Ray Tune's ``reuse_actors``): the trials
+    sent to it run one after another in its warm worker."""
+
+    def __init__(self, timeout_s: float | None = None):
+        self.pool = WarmPool(timeout_s)
+
+    def execute(self, job: Mapping[str, Any]) -> dict:
+        return self.pool.execute(job)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def run_on_actors(
+    ray: Any,
+    jobs: list[Any],
+    num_actors: int,
+    cpus_per_trial: int,
+    timeout_s: float | None,
+    on_queued: Any,
+    on_done: Any,
+) -> None:
+    """Runs ``jobs`` (:class:`~dirgrad_opt.sweeps.runner.TrialJob`) on ``num_actors`` reused
+    actors, each job on the next free actor; ``on_done(job, raw_or_exception)`` per job.
+
+    On an exception (Ctrl-C) the actors are killed; their warm workers end with their stdin.
+    """
+    remote_cls = ray.remote(num_cpus=cpus_per_trial, max_restarts=0)(TrialActor)
+    actors = [remote_cls.remote(timeout_s) for _ in range(max(1, min(num_actors, len(jobs))))]
+    free, queue_ = list(actors), list(jobs)
+    pending: dict[Any, tuple[Any, Any]] = {}
+    try:
+        while queue_ or pending:
+            while free and queue_:
+                job, actor = queue_.pop(0), free.pop()
+                pending[actor.execute.remote(job.as_dict())] = (job, actor)
+                on_queued(job)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)  # signals between waits
+            for ref in done:
+                job, actor = pending.pop(ref)
+                try:
+                    on_done(job, ray.get(ref))
+                except Exception as error:  # noqa: BLE001 - a lost actor is one failed trial
+                    on_done(job, error)
+                    actor = remote_cls.remote(timeout_s)  # replace the lost actor
+                    actors.append(actor)
+                free.append(actor)
+    finally:
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.get(actor.close.remote(), timeout=10)
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+
+
 # -- the worker process -------------------------------------------------------------------------
 @contextlib.contextmanager
 def _redirected(log_path: str) -> Any:
