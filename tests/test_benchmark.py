@@ -154,3 +154,20 @@ def test_warm_workers_match_fresh_processes_and_replace_failed_or_hung_ones(tmp_
     fresh_result = json.loads((fresh_trial / "result.json").read_text())
     assert warm_result["final"] == fresh_result["final"]
     assert warm_result["totals"] == fresh_result["totals"]
+
+
+@pytest.mark.slow
+def test_ray_backend_reuses_one_warm_actor_per_slot(tmp_path):
+    pytest.importorskip("ray")
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"grid": {"train.num_steps": [2, 3]}, "seeds": [0]}))
+    out = _run(
+        ["experiments.sweep", "--gin_file=configs/problems/branin.gin",
+         "--gin_file=configs/optimizers/adam.gin", f"--sweep_file={sweep}",
+         f"--workdir={tmp_path / 'w'}", "--backend=ray", "--parallel=1", "--noplots"],
+        tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = sorted((tmp_path / "w" / "trials").iterdir())
+    assert [json.loads((t / "status.json").read_text())["status"] for t in trials] == ["ok"] * 2
+    assert len({_worker_pid(t) for t in trials}) == 1  # both trials ran in the same worker
