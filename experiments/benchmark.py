@@ -70,10 +70,10 @@ def main(argv: list[str]) -> None:
         names = _PROBLEMS.value
         if names.strip() == "offline":
             names = ",".join(p for p in problems.available() if p not in DATA_GATED)
-        problem_names = benchmark._split(names, "problems")
-        optimizer_names = benchmark._split(_OPTIMIZERS.value, "optimizers")
+        problem_names = benchmark.split_names(names, "problems")
+        optimizer_names = benchmark.split_names(_OPTIMIZERS.value, "optimizers")
         try:
-            seeds = [int(s) for s in benchmark._split(_SEEDS.value, "seeds")]
+            seeds = [int(s) for s in benchmark.split_names(_SEEDS.value, "seeds")]
         except ValueError:
             raise benchmark.BenchmarkError(f"--seeds={_SEEDS.value!r}: give integers") from None
         grids = Path(_GRIDS.value) if _GRIDS.value else benchmark.GRIDS_DIR

@@ -94,7 +94,9 @@ class Cell:
     gin_params: tuple[str, ...]
 
 
-def _split(text: str | Sequence[str], what: str) -> list[str]:
+def split_names(text: str | Sequence[str], what: str) -> list[str]:
+    """``"a, b"`` → ``["a", "b"]``; an empty list or duplicates are a :class:`BenchmarkError`
+    naming the flag ``--<what>``."""
     items = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
     items = [t for t in items if t]
     if not items:
@@ -357,6 +359,7 @@ __all__ = [
     "plan",
     "profiles",
     "run",
+    "split_names",
     "tuning_spec",
     "write_report",
 ]
