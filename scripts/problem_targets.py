@@ -18,6 +18,7 @@ import argparse
 import math
 import re
 import statistics
+import textwrap
 import sys
 from pathlib import Path
 
@@ -73,14 +74,18 @@ def r_ok(config: summary.ConfigSummary, value: float) -> bool:
 
 def write(name: str, value: float, how: str) -> None:
     path = problems.problem_file(name)
-    lines = [line for line in path.read_text().splitlines() if not line.startswith(MARK)]
+    lines, skipping = [], False
+    for line in path.read_text().splitlines():  # drop an earlier target comment
+        skipping = line.startswith(MARK) or (skipping and line.startswith("#   "))
+        if not skipping:
+            lines.append(line)
     metric_goal = re.match(r"(valid_\w+)(>=|<=)", problems.describe(name)["target"])
     assert metric_goal is not None
     target = f"Problem.target = '{metric_goal.group(1)}{metric_goal.group(2)}{value:g}'"
     out = []
     for line in lines:
         if line.startswith("Problem.target ="):
-            out += [how, target]
+            out += textwrap.wrap(how, 99, subsequent_indent="#   ") + [target]
         else:
             out.append(line)
     path.write_text("\n".join(out) + "\n")
