@@ -18,8 +18,8 @@ import argparse
 import math
 import re
 import statistics
-import textwrap
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
