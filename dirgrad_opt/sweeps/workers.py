@@ -283,6 +283,7 @@ def run_on_actors(
     actors = [remote_cls.remote(timeout_s) for _ in range(max(1, min(num_actors, len(jobs))))]
     free, queue_ = list(actors), list(jobs)
     pending: dict[Any, tuple[Any, Any]] = {}
+    clean = False
     try:
         while queue_ or pending:
             while free and queue_:
@@ -299,12 +300,40 @@ def run_on_actors(
                     actor = remote_cls.remote(timeout_s)  # replace the lost actor
                     actors.append(actor)
                 free.append(actor)
+        clean = True
+    except BaseException:  # Ctrl-C / SIGTERM: stop the running trials' workers, mark them
+        for job, _ in pending.values():
+            interrupt_running(job.workdir, job.trial_id)
+        raise
     finally:
         for actor in actors:
-            with contextlib.suppress(Exception):
-                ray.get(actor.close.remote(), timeout=10)
+            if clean:  # idle actors: let them stop their workers
+                with contextlib.suppress(Exception):
+                    ray.get(actor.close.remote(), timeout=10)
             with contextlib.suppress(Exception):
                 ray.kill(actor)
+
+
+def interrupt_running(workdir: str, trial_id: str) -> None:
+    """Kills the warm worker running a trial on this host (its pid is in ``status.json``) and
+    records the trial ``interrupted`` (it resumes from its checkpoint on the next run)."""
+    path = os.path.join(workdir, launch.STATUS_FILE)
+    status = launch.read_json(path) or {}
+    if status.get("status") != launch.RUNNING:
+        return
+    pid = status.get("pid")
+    if (
+        status.get("warm_worker")
+        and isinstance(pid, int)
+        and status.get("host") == socket.gethostname()
+    ):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    launch.write_json_atomic(
+        path,
+        {**status, "status": "interrupted", "exit_code": None, "finished": time.time(),
+         "error": "stopped by the sweep; rerun the sweep to resume"},
+    )  # fmt: skip
 
 
 # -- the worker process -------------------------------------------------------------------------
