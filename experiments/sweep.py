@@ -61,6 +61,15 @@ _THREADS = flags.DEFINE_integer(
     "Local: threads per trial (default cores // parallel).",
     lower_bound=1,
 )
+_FRESH = flags.DEFINE_bool(
+    "fresh_process_per_trial",
+    False,
+    "Start a new process (local) or Ray task per trial instead of reusing warm workers "
+    "(local: one per slot; Ray: one actor per slot).",
+)
+_TIMEOUT = flags.DEFINE_float(
+    "trial_timeout_s", None, "Warm workers: fail a trial running longer (seconds)."
+)
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Rerun trials whose status is failed.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Check every configuration (pre-flight) and list the trials; run nothing."
@@ -114,7 +123,6 @@ def _dry_run(workdir: Path, spec) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", EXIT_CONFIG_ERROR)
-<<<<<<< HEAD
     from dirgrad_opt import user_modules
 
     try:  # a missing --import module fails here, before the pre-flight process starts
@@ -122,10 +130,7 @@ def main(argv: list[str]) -> None:
             user_modules.find_root(name, _IMPORT_PATHS.value)
     except user_modules.ImportFailed as error:
         _fail(str(error), EXIT_CONFIG_ERROR)
-    from dirgrad_opt import sweeps
-=======
     from dirgrad_opt import sweeps, workdir_lock
->>>>>>> harden-run
     from dirgrad_opt.sweeps import backends, driver, records, summary
 
     logging.set_verbosity(logging.INFO)
@@ -144,9 +149,16 @@ def main(argv: list[str]) -> None:
                 _PARALLEL.value,
                 _CPUS_PER_TRIAL.value,
                 connect_timeout_s=_RAY_CONNECT_TIMEOUT.value,
+                warm=not _FRESH.value,
+                trial_timeout_s=_TIMEOUT.value,
             )
         else:
-            backend = sweeps.LocalBackend(_PARALLEL.value, _THREADS.value)
+            backend = sweeps.LocalBackend(
+                _PARALLEL.value,
+                _THREADS.value,
+                warm=not _FRESH.value,
+                trial_timeout_s=_TIMEOUT.value,
+            )
     except (sweeps.SweepError, ValueError, ImportError) as error:
         _fail(str(error), EXIT_CONFIG_ERROR)
 

@@ -41,7 +41,9 @@ _IMPORTS = flags.DEFINE_multi_string(
 _IMPORT_PATHS = flags.DEFINE_multi_string(
     "import_path", [], "Folder to look in for --import modules, before sys.path (repeatable)."
 )
-flags.mark_flag_as_required("workdir")
+_LIST_PROBLEMS = flags.DEFINE_bool(
+    "list_problems", False, "List the problems of configs/problems/ (train.problem) and exit."
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_CONFIG_ERROR = 2
@@ -81,7 +83,18 @@ def main(argv: list[str]) -> None:
     startup.import_keras()  # first: TF and Keras without Keras's unused sklearn/matplotlib extras
     import gin
 
-    from dirgrad_opt import training, user_modules
+    from dirgrad_opt import problems, training, user_modules
+
+    if _LIST_PROBLEMS.value:
+        for name in problems.available():
+            info = problems.describe(name)
+            print(
+                f"{name:<20} {info['num_steps']:>6} steps  target {info['target']:<26} "
+                f"{info['description']}"
+            )
+        return
+    if _WORKDIR.value is None:
+        _fail("--workdir is required (the run's output folder)", EXIT_CONFIG_ERROR)
 
     logging.set_verbosity(logging.INFO)
     _add_search_path(gin)
@@ -93,7 +106,9 @@ def main(argv: list[str]) -> None:
                 EXIT_CONFIG_ERROR,
             )
     try:  # clears gin first: a fresh process has none, in-process callers (tests) may
-        user_modules.parse(_GIN_FILES.value, _GIN_PARAMS.value, _IMPORTS.value, _IMPORT_PATHS.value)
+        problems.parse_config(
+            _GIN_FILES.value, _GIN_PARAMS.value, _IMPORTS.value, _IMPORT_PATHS.value
+        )
     except user_modules.ImportFailed as error:
         _fail(str(error), EXIT_CONFIG_ERROR)
     except Exception as error:  # noqa: BLE001 - every parse failure is a config error

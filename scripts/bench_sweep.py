@@ -12,7 +12,13 @@ evaluation, outputs). Settings:
 * ``parallel=1``: one trial at a time, all cores to it (TF's default pools);
 * ``parallel=2``: two at a time, each limited to cores // 2 threads (the sweep's default);
 * ``parallel=2, unlimited`` (``--oversubscribed``): two at a time, each with TF's default
-  pools (one thread per core each) — what the thread limit avoids.
+  pools (one thread per core each) — what the thread limit avoids;
+* ``warm`` (``--warm``): the same two settings with warm trial workers
+  (:mod:`dirgrad_opt.sweeps.workers`: one long-lived process per slot) instead of a process
+  per trial.
+
+Per-trial overhead = the trial's wall time (``status.json`` duration) minus its training time
+(``result.json`` ``times.train_s``): process start, TF import, data, tracing, evaluation, output.
 
 Prints a Markdown table (and writes it to ``--out``) with, per run, the CPU that *other*
 processes used meanwhile (``/proc/stat`` busy time minus this process and its trials, in
@@ -61,11 +67,11 @@ def own_cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_once(spec, gin_params, parallel: int, threads: int | None, root: Path):
-    """``(wall seconds, cores used by other processes)`` of one sweep in a fresh workdir;
-    raises if a trial did not finish ok."""
+def run_once(spec, gin_params, parallel: int, threads: int | None, root: Path, warm: bool):
+    """``(wall seconds, cores used by other processes, per-trial overheads)`` of one sweep in
+    a fresh workdir; raises if a trial did not finish ok."""
     workdir = Path(tempfile.mkdtemp(dir=root, prefix=f"p{parallel}_"))
-    backend = backends.LocalBackend(parallel, threads)
+    backend = backends.LocalBackend(parallel, threads, warm=warm)
     busy0, own0 = busy_cpu_s(), own_cpu_s()
     t0 = time.perf_counter()
     report = sweeps.run_sweep(
@@ -81,8 +87,13 @@ def run_once(spec, gin_params, parallel: int, threads: int | None, root: Path):
     bad = [o for o in report.ran if o.status != "ok"]
     if bad:
         raise RuntimeError(f"trial {bad[0].trial_id} {bad[0].status}: {bad[0].error}")
+    overheads = []
+    for trial in (workdir / "trials").iterdir():
+        status = json.loads((trial / "status.json").read_text())
+        result = json.loads((trial / "result.json").read_text())
+        overheads.append(status["duration_s"] - result["times"]["train_s"])
     shutil.rmtree(workdir, ignore_errors=True)
-    return seconds, foreign
+    return seconds, foreign, overheads
 
 
 def main() -> None:
@@ -91,6 +102,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="training steps per trial")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--oversubscribed", action="store_true", help="also parallel=2 unlimited")
+    parser.add_argument("--warm", action="store_true", help="also the warm-worker settings")
     parser.add_argument("--out", default=None, help="also write the Markdown table here")
     args = parser.parse_args()
 
@@ -103,21 +115,28 @@ def main() -> None:
         f"train.log_every = {args.steps}",
     ]
     settings = [
-        ("parallel=1", 1, None),
-        (f"parallel=2, {max(1, cores // 2)} thread(s) each", 2, None),
+        ("parallel=1", 1, None, False),
+        (f"parallel=2, {max(1, cores // 2)} thread(s) each", 2, None, False),
     ]
     if args.oversubscribed:
-        settings.append(("parallel=2, unlimited threads", 2, cores))
-    times: dict[str, list[float]] = {name: [] for name, _, _ in settings}
-    others: dict[str, list[float]] = {name: [] for name, _, _ in settings}
+        settings.append(("parallel=2, unlimited threads", 2, cores, False))
+    if args.warm:
+        settings.append(("parallel=1, warm workers", 1, None, True))
+        settings.append(
+            (f"parallel=2, {max(1, cores // 2)} thread(s), warm workers", 2, None, True)
+        )
+    times: dict[str, list[float]] = {name: [] for name, *_ in settings}
+    others: dict[str, list[float]] = {name: [] for name, *_ in settings}
+    overhead: dict[str, list[float]] = {name: [] for name, *_ in settings}
     root = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     try:
         for repeat in range(args.repeats):
             order = settings if repeat % 2 == 0 else list(reversed(settings))
-            for name, parallel, threads in order:
-                seconds, foreign = run_once(spec, gin_params, parallel, threads, root)
+            for name, parallel, threads, warm in order:
+                seconds, foreign, extra = run_once(spec, gin_params, parallel, threads, root, warm)
                 times[name].append(seconds)
                 others[name].append(foreign)
+                overhead[name].extend(extra)
                 print(f"repeat {repeat}: {name}: {seconds:.1f} s "
                       f"({args.trials / seconds:.3f} trials/s; other processes used "
                       f"{foreign:.2f} cores)", file=sys.stderr)  # fmt: skip
@@ -131,20 +150,25 @@ def main() -> None:
         "run (from /proc/stat minus this process and its trials).",
         "",
         "| setting | wall s per sweep: median (all runs) | other load (cores) per run | "
-        "trials/s | speed-up vs parallel=1 |",
-        "|---|---|---|---|---|",
+        "trials/s | speed-up vs parallel=1 | per-trial overhead s (median) |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, _, _ in settings:
+    for name, *_ in settings:
         median = statistics.median(times[name])
         runs = ", ".join(f"{t:.1f}" for t in times[name])
         load = ", ".join(f"{x:.2f}" for x in others[name])
         rate, speedup = args.trials / median, base / median
-        lines.append(f"| {name} | {median:.1f} ({runs}) | {load} | {rate:.3f} | {speedup:.2f}× |")
+        extra = statistics.median(overhead[name])
+        lines.append(
+            f"| {name} | {median:.1f} ({runs}) | {load} | {rate:.3f} | {speedup:.2f}× "
+            f"| {extra:.1f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text)
-    print(json.dumps({"seconds": times, "other_cores": others}), file=sys.stderr)
+    print(json.dumps({"seconds": times, "other_cores": others, "overhead_s": overhead}),
+          file=sys.stderr)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -116,6 +116,9 @@ def assert_checkpoint_round_trip(make_optimizer, tmp_path, steps=5):
     npt.assert_array_equal(variables[0].numpy(), variables2[0].numpy())
 
 
+# Record keys that hold seconds: they differ between runs that are otherwise bit-identical.
+TIME_KEYS = frozenset({"wall_s", "train_time_s", "eval_time_s", "trace_s"})
+
 TINY_RUN = [
     "load_dataset.name = 'blobs'",
     "load_dataset.batch_size = 20",

@@ -43,7 +43,7 @@ TINY = "\n".join(
         "train.log_every = 5",
     ]
 )
-TIME_KEYS = {"wall_s", "train_time_s", "eval_time_s"}
+TIME_KEYS = problems.TIME_KEYS
 # A run long enough to be signalled while it trains; its chunks are 5 steps (milliseconds), and
 # it never checkpoints by itself: any checkpoint is the interrupted step's.
 LONG = [

@@ -32,7 +32,7 @@ train.checkpoint_every = 5
 train.log_every = 5
 """
 )
-TIME_KEYS = {"wall_s", "train_time_s", "eval_time_s", "trace_s"}
+TIME_KEYS = problems.TIME_KEYS
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ TINY = [
     "train.progress_every_s = 1000.0",
 ]
 ROOT = Path(__file__).resolve().parents[1]
-TIME_KEYS = {"wall_s", "train_time_s", "eval_time_s", "trace_s"}
+TIME_KEYS = problems.TIME_KEYS
 
 
 def run_tiny(workdir: Path, *bindings: str, stop_after: int | None = None):

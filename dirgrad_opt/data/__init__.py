@@ -29,6 +29,7 @@ Contract with the training loop::
 
 from dirgrad_opt.data.builders import OFFLINE_DATASETS
 from dirgrad_opt.data.datasets import Dataset, load_dataset
+from dirgrad_opt.data.offline import OFFLINE_PROBLEM_DATASETS
 from dirgrad_opt.data.synthetic import (
     CLASSIFICATION,
     OBJECTIVE,
@@ -47,6 +48,8 @@ from dirgrad_opt.data.tfds_source import (
     tfds_dataset,
 )
 from dirgrad_opt.data.user import USER_DATASETS, register_dataset, short_repr
+
+SYNTHETIC_DATASETS.update(OFFLINE_PROBLEM_DATASETS)  # the benchmark problems' offline data
 
 __all__ = [
     "CLASSIFICATION",

@@ -48,6 +48,9 @@ class Dataset:
       train_eval: the training set (or its first ``train_eval_size`` examples), finite,
         unshuffled, in batches of ``eval_batch_size`` (the last may be smaller).
       test: the test set, finite, unshuffled, in batches of ``eval_batch_size``.
+      valid: the validation set carved from the training set (``validation_size``), finite,
+        unshuffled, in batches of ``eval_batch_size``; ``None`` without one.
+      num_valid_examples: its size (# examples; 0 without one).
     """
 
     name: str
@@ -63,6 +66,8 @@ class Dataset:
     train_eval: tf.data.Dataset
     test: tf.data.Dataset
     _train_from: Callable[[int], tf.data.Dataset] = dataclasses.field(repr=False)
+    valid: tf.data.Dataset | None = None
+    num_valid_examples: int = 0
 
     def train_from(self, step: int) -> tf.data.Dataset:
         """Return the training stream starting at batch ``step`` (0-based), in O(1).
@@ -172,6 +177,7 @@ def load_dataset(
     feature_scale: float | None = None,
     train_split: str = "train",
     test_split: str = "test",
+    validation_size: int = 0,
 ) -> Dataset:
     """Load a dataset by name into memory and build its input pipelines.
 
@@ -197,6 +203,9 @@ def load_dataset(
         (# examples); ``None`` = all.
       feature_scale: override the automatic feature scale.
       train_split, test_split: TFDS split names.
+      validation_size: examples moved from the training set into a validation set
+        (# examples; 0 = none): a fixed subset, :func:`validation_indices`, independent of
+        ``seed``. The training stream and ``train_eval`` then use the remaining examples.
 
     Returns:
       A :class:`Dataset`.
@@ -207,6 +216,17 @@ def load_dataset(
       ValueError: invalid sizes.
     """
     data = _load_arrays(name, data_dir, download, train_split, test_split)
+    x_valid = y_valid = None
+    if validation_size:
+        total = len(data.x_train)
+        if not isinstance(validation_size, int) or not 0 < validation_size < total:
+            raise ValueError(
+                f"load_dataset({name!r}): validation_size={validation_size!r} must be an integer "
+                f"in [0, {total - 1}] (the number of training examples minus one)."
+            )
+        valid, keep = validation_indices(total, validation_size)
+        x_valid, y_valid = data.x_train[valid], data.y_train[valid]
+        data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
     num_train, num_test = len(data.x_train), len(data.x_test)
     if not 0 < batch_size <= num_train:
         raise ValueError(
@@ -254,7 +274,22 @@ def load_dataset(
         train_eval=finite(data.x_train[:eval_size], data.y_train[:eval_size]),
         test=finite(data.x_test, data.y_test),
         _train_from=train_from,
+        valid=None if x_valid is None else finite(x_valid, y_valid),
+        num_valid_examples=0 if x_valid is None else len(x_valid),
     )
+
+
+#: Seed of the validation subset (a property of the problem, never of the run).
+VALIDATION_SEED = 0
+
+
+def validation_indices(num_examples: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(valid, keep)``: ``size`` training indices drawn without replacement by
+    ``default_rng(VALIDATION_SEED)`` and the rest, both in increasing order (deterministic)."""
+    chosen = np.random.default_rng(VALIDATION_SEED).permutation(num_examples)[:size]
+    mask = np.zeros(num_examples, bool)
+    mask[chosen] = True
+    return np.flatnonzero(mask), np.flatnonzero(~mask)
 
 
 def _num_outputs(data: synthetic.ArrayData) -> int:

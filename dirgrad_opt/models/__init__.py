@@ -24,6 +24,7 @@ Contract with the training loop::
   is wrong; use reverse mode or no XLA for that model (tests/test_models.py pins this).
 """
 
+from dirgrad_opt.models import problem_models  # noqa: F401  (registers the problems' models)
 from dirgrad_opt.models.analytic import (
     QuadraticObjective,
     RosenbrockObjective,

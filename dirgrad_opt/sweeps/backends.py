@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from absl import logging
 
-from dirgrad_opt.sweeps import launch, runner
+from dirgrad_opt.sweeps import launch, runner, workers
 from dirgrad_opt.sweeps.runner import TrialJob, TrialOutcome
 
 OnEvent = Callable[[str, str, TrialOutcome | None], None]
@@ -63,11 +63,21 @@ class LocalBackend:
     Args:
       parallel: concurrent trials (≥ 1).
       threads_per_trial: CPU threads per trial; ``None`` = ``max(1, cores // parallel)``.
+      warm: run trials in warm workers (:mod:`dirgrad_opt.sweeps.workers`), one per slot,
+        instead of a fresh process each.
+      trial_timeout_s: warm workers only: fail a trial running longer (seconds) and replace
+        its worker.
     """
 
     name = "local"
 
-    def __init__(self, parallel: int = 1, threads_per_trial: int | None = None):
+    def __init__(
+        self,
+        parallel: int = 1,
+        threads_per_trial: int | None = None,
+        warm: bool = False,
+        trial_timeout_s: float | None = None,
+    ):
         if not isinstance(parallel, int) or parallel < 1:
             raise ValueError(f"parallel must be an integer >= 1, got {parallel!r}")
         if threads_per_trial is not None and threads_per_trial < 1:
@@ -75,15 +85,20 @@ class LocalBackend:
         self.parallel = parallel
         self.threads_per_trial = threads_per_trial or max(1, available_cores() // parallel)
         self.stop = launch.StopFlag()
+        self.warm = warm
+        self.trial_timeout_s = trial_timeout_s
 
     def run(self, jobs: Sequence[TrialJob], on_event: OnEvent) -> list[TrialOutcome]:
         outcomes = []
         pool = concurrent.futures.ThreadPoolExecutor(self.parallel, thread_name_prefix="trial")
+        warm = workers.WarmPool(self.trial_timeout_s) if self.warm else None
 
         def task(job: TrialJob) -> TrialOutcome:
             if self.stop.is_set():
                 return TrialOutcome(job.trial_id, runner.INTERRUPTED, None, None, 0.0, "")
             on_event("start", job.trial_id, None)
+            if warm is not None:
+                return runner.finish(job, warm.execute(job.as_dict(), self.stop))
             return runner.execute(job, self.stop)
 
         futures = {pool.submit(task, job): job for job in jobs}
@@ -97,6 +112,9 @@ class LocalBackend:
             self.stop.stop()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+        finally:
+            if warm is not None:
+                warm.close()
         pool.shutdown(wait=True)
         return outcomes
 
@@ -114,6 +132,9 @@ class RayBackend:
         :class:`BackendError` (``ray.init`` alone may retry for minutes).
       stop_timeout_s: on Ctrl-C/SIGTERM, how long to wait for the cancelled trials to
         checkpoint and exit before leaving the rest ``running`` (with their pid).
+      warm: reuse ``parallel`` actors, each with a warm trial worker
+        (:class:`dirgrad_opt.sweeps.workers.TrialActor`), instead of a task per trial.
+      trial_timeout_s: warm actors only: fail a trial running longer (seconds).
     """
 
     name = "ray"
@@ -125,6 +146,8 @@ class RayBackend:
         cpus_per_trial: int = 1,
         connect_timeout_s: float = 10.0,
         stop_timeout_s: float = 30.0,
+        warm: bool = False,
+        trial_timeout_s: float | None = None,
     ):
         if parallel < 1 or cpus_per_trial < 1:
             raise ValueError(
@@ -146,6 +169,8 @@ class RayBackend:
         self.address = address
         self.parallel = parallel
         self.threads_per_trial = cpus_per_trial
+        self.warm = warm
+        self.trial_timeout_s = trial_timeout_s
 
     def run(self, jobs: Sequence[TrialJob], on_event: OnEvent) -> list[TrialOutcome]:
         import ray
@@ -171,6 +196,8 @@ class RayBackend:
                 started_here = True
         # launch() is stdlib-only and shipped by value: workers never import TF or dirgrad_opt.
         cloudpickle.register_pickle_by_value(launch)
+        if self.warm:
+            return self._run_warm(ray, jobs, on_event, started_here)
         remote = ray.remote(num_cpus=self.threads_per_trial, max_retries=0)(launch.launch)
         pending = {}
         for job in jobs:
@@ -192,6 +219,27 @@ class RayBackend:
         except BaseException:  # Ctrl-C or SIGTERM: cancel the tasks, mark them interrupted
             _cancel_ray_tasks(ray, pending, self.stop_timeout_s)
             raise
+        finally:
+            if started_here:
+                ray.shutdown()
+        return outcomes
+
+    def _run_warm(
+        self, ray, jobs: Sequence[TrialJob], on_event: OnEvent, started_here: bool
+    ) -> list[TrialOutcome]:
+        """RayBackend.run with reused actors (:func:`dirgrad_opt.sweeps.workers.run_on_actors`)."""
+        outcomes = []
+
+        def done(job: TrialJob, raw) -> None:
+            outcome = _lost(job, raw) if isinstance(raw, BaseException) else runner.finish(job, raw)
+            outcomes.append(outcome)
+            on_event("finish", outcome.trial_id, outcome)
+
+        try:
+            workers.run_on_actors(
+                ray, list(jobs), self.parallel, self.threads_per_trial, self.trial_timeout_s,
+                lambda job: on_event("queued", job.trial_id, None), done,
+            )  # fmt: skip
         finally:
             if started_here:
                 ray.shutdown()

@@ -162,6 +162,8 @@ def alive_elsewhere(workdir: str) -> int | None:
             cmdline = f.read().decode("utf-8", errors="replace")
     except OSError:
         return pid
+    if status.get("warm_worker"):  # a warm worker (sweeps.workers) running this trial
+        return pid if "dirgrad_opt.sweeps.workers" in cmdline else None
     return pid if "experiments.train" in cmdline and workdir in cmdline else None
 
 

@@ -103,12 +103,12 @@ def _check_one(lines: Sequence[str], request: dict[str, Any]) -> str | None:
     import gin
     import keras
 
-    from dirgrad_opt import user_modules
+    from dirgrad_opt import problems, user_modules
     from dirgrad_opt.training import steps
     from dirgrad_opt.training.errors import one_line
 
-    try:
-        user_modules.parse(
+    try:  # exactly as experiments.train parses (a train.problem's file included)
+        problems.parse_config(
             request["gin_files"],
             [*request["gin_params"], *lines],
             request["imports"],

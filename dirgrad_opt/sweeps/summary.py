@@ -36,6 +36,8 @@ METRICS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "final_train_loss": lambda r: r["final"]["train_loss"],
     "final_train_accuracy": lambda r: r["final"]["train_accuracy"],
     "final_test_loss": lambda r: r["final"]["test_loss"],
+    "final_valid_loss": lambda r: r["final"].get("valid_loss"),  # problems' validation split
+    "final_valid_accuracy": lambda r: r["final"].get("valid_accuracy"),
     "final_test_accuracy": lambda r: r["final"]["test_accuracy"],
     "best_test_accuracy": lambda r: (r["best"]["test_accuracy"] or {}).get("value"),
     "best_test_loss": lambda r: (r["best"]["test_loss"] or {}).get("value"),

@@ -44,7 +44,7 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
 import dirgrad_opt
-from dirgrad_opt import user_modules
+from dirgrad_opt import problems, user_modules
 from dirgrad_opt.data import Dataset, load_dataset, short_repr
 from dirgrad_opt.models import create_model, metrics_for_task, resolve_loss
 from dirgrad_opt.training import artifacts, preemption, schema, steps
@@ -233,9 +233,9 @@ def train(
     model: Callable[..., keras.Model] = create_model,
     optimizer: Any = gin.REQUIRED,
     loss: Any = None,
-    num_steps: int = gin.REQUIRED,
+    num_steps: int | None = None,
     batch_size: int | None = None,
-    eval_every: int = 1000,
+    eval_every: int | None = None,
     checkpoint_every: int = 1000,
     log_every: int = 100,
     seed: int = 0,
@@ -247,6 +247,7 @@ def train(
     progress_every_s: float = 5.0,
     max_rejected_steps: int | None = 200,
     stop_after: int | None = None,
+    problem: problems.Problem | str | None = None,
 ) -> dict[str, Any] | None:
     """Train ``model`` on ``dataset`` with ``optimizer`` for ``num_steps``; write the workdir.
 
@@ -278,11 +279,12 @@ def train(
         the analytic objective), a Keras loss name (``'mean_squared_error'``), a
         ``keras.losses.Loss`` or a function ``(y_true, y_pred) -> loss``; see
         :func:`dirgrad_opt.models.resolve_loss`. Used for training and evaluation.
-      num_steps: training steps (# mini-batches).
+      num_steps: training steps (# mini-batches); default: the problem's budget (required
+        without a problem).
       batch_size: examples per step; ``None`` keeps the dataset's own (``load_dataset.
         batch_size``); a value here overrides it.
-      eval_every: steps between evaluations on the full train-eval and test sets (also at
-        the end).
+      eval_every: steps between evaluations on the full train-eval, validation (if any) and
+        test sets (also at the end); default: the problem's, else 1000.
       checkpoint_every: steps between checkpoints (also at the end).
       log_every: steps between ``metrics.jsonl`` train records (window means).
       seed: the run seed: initial weights, data order, the global RNG. Do not bind
@@ -297,6 +299,9 @@ def train(
       max_rejected_steps: stop with ``"status": "stalled"`` (:class:`TrainingStalled`) after
         this many consecutive steps the optimizer rejected (``accepted`` False: a line search
         found no decrease); 0 or ``None`` never stops.
+      problem: a :class:`dirgrad_opt.problems.Problem` or a problem's name (gin:
+        ``train.problem = 'mnist1d_mlp'``): its loss, metrics and step budget replace the
+        task's defaults, its validation split is required, and it is recorded in result.json.
       stop_after: test hook — stop like a killed process once this many steps are done (after
         that step's events), writing no ``result.json``; returns ``None``.
 
@@ -311,10 +316,19 @@ def train(
       RunIOError: reading or writing the workdir failed (one line: path and error number).
     """
     _BODY_ENTERED.set(True)
+    if problem is not None:
+        try:
+            problem = problems.resolve(problem)
+        except problems.ProblemError as error:
+            raise ConfigError(str(error)) from None
+        num_steps = problem.num_steps if num_steps is None else num_steps
+        eval_every = problem.eval_every if eval_every is None else eval_every
+    if num_steps is None:
+        raise ConfigError("train.num_steps is required (or select a problem: train.problem)")
     options = {
         "num_steps": _as_int("num_steps", num_steps, 1),
         "batch_size": None if batch_size is None else _as_int("batch_size", batch_size, 1),
-        "eval_every": _as_int("eval_every", eval_every, 1),
+        "eval_every": _as_int("eval_every", 1000 if eval_every is None else eval_every, 1),
         "checkpoint_every": _as_int("checkpoint_every", checkpoint_every, 1),
         "log_every": _as_int("log_every", log_every, 1),
         "seed": _as_int("seed", seed, 0),
@@ -333,6 +347,7 @@ def train(
     if stop_after is not None:
         stop_after = _as_int("stop_after", stop_after, 1)
     runner = _Runner(Path(workdir), options, float(progress_every_s), stop_after)
+    runner.problem = problem
     handle = workdirs.open_workdir(workdir)
     try:
         previous = runner.check_workdir()
@@ -378,6 +393,7 @@ class _Runner:
         self.started = time.perf_counter()
         self.stop: preemption.StopRequest | None = None
         self.saved_step = -1
+        self.problem: problems.Problem | None = None
 
     # -- phase 1: what is in the workdir already ---------------------------------------------
     def check_workdir(self) -> dict[str, Any] | None:
@@ -466,6 +482,15 @@ class _Runner:
 
         loss_fn = resolve_loss(o["loss"], ds.task)
         metrics = metrics_for_task(ds.task)
+        if self.problem is not None:
+            if ds.valid is None:
+                raise ConfigError(
+                    f"problem {self.problem.name!r} needs a validation split: bind "
+                    "load_dataset.validation_size (examples carved from the training set)"
+                )
+            metrics = self.problem.metric_fns()
+            if o["loss"] is None:  # train.loss, when bound, overrides the problem's
+                loss_fn = self.problem.loss_fn()
         step = steps.make_step(net, optimizer, loss_fn, metrics, o["batch_metrics"])
         # Traced once here (autograph off: the step has no Python control flow on tensors); the
         # chunk loop calls this concrete function, so it is never traced again.
@@ -598,6 +623,8 @@ class _Runner:
             return sums[:-1] / sums[-1]
 
         splits = {"train": self.ds.train_eval, "test": self.ds.test}
+        if self.ds.valid is not None:
+            splits = {"train": self.ds.train_eval, "valid": self.ds.valid, "test": self.ds.test}
         cached = {name: _cache(data) for name, data in splits.items()}
 
         def run_eval() -> dict[str, float]:
@@ -891,8 +918,10 @@ class _Runner:
         if status == "complete":
             last = evals[-1]
             final.update({k: last.get(k) for k in schema.FINAL_KEYS})
+            final.update({k: v for k, v in last.items() if k.startswith("valid_")})
         elif values is not None:  # a non-finite evaluation: its values (null where not finite)
             final.update({k: values.get(k) for k in schema.FINAL_KEYS[1:]})
+            final.update({k: v for k, v in values.items() if k.startswith("valid_")})
         totals = self.state.totals.numpy()
         result = {
             "schema_version": schema.SCHEMA_VERSION,
@@ -928,6 +957,9 @@ class _Runner:
             "jit_compile": o["jit_compile"],
             "versions": library_versions(),
         }
+        if self.problem is not None:
+            result["problem"] = self.problem.to_json()
+            result["dataset"]["num_valid_examples"] = self.ds.num_valid_examples
         self.writer.flush()
         if status == "complete":
             artifacts.save_final_model(self.workdir, self.model, self.optimizer)
