@@ -82,6 +82,45 @@ def test_armijo_reset_heuristic_needs_few_evaluations_after_warmup():
     assert trials <= 2.0, trials
 
 
+def _sls_reference(reset, steps, initial_step, c, shrink, growth, spe, max_step, w0):
+    """SLS on ``½w²`` from scalar ``w0`` along ``−∇L``, written out in Python: the step sizes
+    and trial counts. φ(t) = ½(1 − t)²w², so Armijo holds iff t ≤ 2(1 − c), exactly known."""
+    out, prev, w = [], initial_step, w0
+    for _ in range(steps):
+        t0 = {
+            "grow": min(prev * growth ** (1.0 / spe), max_step),
+            "keep": prev,
+            "reset": initial_step,
+        }[reset]
+        t, trials = t0, 1
+        while 0.5 * (w - t * w) ** 2 > 0.5 * w * w - c * t * w * w:
+            t, trials = t * shrink, trials + 1
+        out.append((t, trials))
+        prev, w = t, w - t * w
+    return out
+
+
+@pytest.mark.parametrize("reset", ["grow", "keep", "reset"])
+def test_armijo_reset_rules_give_the_exact_trial_steps(reset):
+    """``grow``: t₀ = min(t_prev·γ^(1/steps_per_epoch), max_step); ``keep``: t₀ = t_prev;
+    ``reset``: t₀ = initial_step. From initial_step = 4 the first search backtracks ten times to
+    4·0.9¹⁰ ≈ 1.39, the first trial below 2(1 − c) = 1.5; the rules then differ at every step.
+    Mutants killed: growth without the 1/steps_per_epoch root, no cap, keep ↔ reset."""
+    kwargs = dict(initial_step=4.0, c=0.25, shrink=0.9, growth=2.0, steps_per_epoch=4)
+    w = tf.Variable([1.0], dtype=tf.float64)
+    opt = optimizers.ArmijoLineSearch(reset=reset, max_step=4.2, **kwargs)
+    got = []
+    for _ in range(8):
+        info = opt.minimize(lambda: 0.5 * tf.reduce_sum(w**2), [w])
+        got.append((float(info["step_size"]), int(info["evaluations"])))
+    expected = _sls_reference(reset, 8, 4.0, 0.25, 0.9, 2.0, 4, 4.2, 1.0)
+    assert [n for _, n in got] == [n for _, n in expected]
+    # (the previous step is an optimizer variable, kept in float32)
+    np.testing.assert_allclose([t for t, _ in got], [t for t, _ in expected], rtol=1e-6)
+    first = 4.2 if reset == "grow" else 4.0  # grow: min(4·2^¼, 4.2)
+    assert got[0][0] == pytest.approx(first * 0.9 ** (got[0][1] - 1), rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- the step's dict
 
 
