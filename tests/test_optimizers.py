@@ -418,3 +418,75 @@ def test_stochastic_layers_deterministic_closure_and_refusal():
     enable_closure_training(model)
     model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
     assert seen and all(a == b for a, b in seen)
+
+
+def test_directional_model_trains_by_closure_and_keeps_its_class_through_saving(tmp_path):
+    """A functional ``DirectionalModel`` trains through ``minimize`` (its logs carry the step's
+    passes: a gradient plus ≥ 1 trial per step) and a ``.keras`` file loads back as one, so
+    it keeps training by closure without ``enable_closure_training``."""
+    from dirgrad_opt.keras_fit import DirectionalModel
+
+    x, y = _digits()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    outputs = keras.layers.Dense(10)(keras.layers.Dense(16, activation="relu")(inputs))
+    model = DirectionalModel(inputs, outputs)
+    model.compile(
+        optimizer=optimizers.ArmijoLineSearch(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    hist = model.fit(x, y, batch_size=128, epochs=3, verbose=0).history
+    assert hist["loss"][-1] < 0.6 * hist["loss"][0] and hist["accuracy"][-1] > 0.75
+    assert min(hist["forward_passes"]) >= 2.0 and hist["backward_passes"] == [1.0] * 3
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is DirectionalModel
+    again = loaded.fit(x, y, batch_size=128, epochs=1, verbose=0).history
+    assert again["forward_passes"][0] >= 2.0  # the closure step, not Keras's gradient step
+
+
+def test_closure_training_advances_batchnorm_and_dropout_state_once_per_step():
+    """Armijo evaluates the loss several times per step, yet BatchNormalization's moving
+    statistics take exactly one update per step (from the batch: BN sits on the inputs, so
+    its batch statistics do not depend on the weights) and Dropout's RNG state ends where one
+    model call per step (Keras SGD) leaves it. Mutant killed: not restoring the
+    non-trainable state before each evaluation."""
+    from dirgrad_opt.keras_fit import DirectionalSequential
+
+    x, y = _digits()
+    x, y = x[:128], y[:128]
+
+    def build(optimizer):
+        keras.utils.set_random_seed(0)
+        model = DirectionalSequential(
+            [
+                keras.Input((64,)),
+                keras.layers.BatchNormalization(momentum=0.9),
+                keras.layers.Dense(16, activation="relu"),
+                keras.layers.Dropout(0.3, seed=1),
+                keras.layers.Dense(10),
+            ]
+        )
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        hist = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0).history
+        return model, hist
+
+    model, hist = build(optimizers.ArmijoLineSearch())
+    assert hist["forward_passes"][0] >= 2.0  # several evaluations per step
+    mean, var = np.zeros(64), np.ones(64)
+    for i in range(4):  # moving = 0.9 · moving + 0.1 · batch statistic, once per batch
+        batch = x[32 * i : 32 * (i + 1)].astype(np.float64)
+        mean = 0.9 * mean + 0.1 * batch.mean(axis=0)
+        var = 0.9 * var + 0.1 * batch.var(axis=0)
+    bn = model.layers[0]
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), var, rtol=1e-5, atol=1e-6)
+
+    reference, _ = build(keras.optimizers.SGD(0.1))  # Keras's own step: one call per step
+    rng = [np.asarray(m.layers[2].seed_generator.state) for m in (model, reference)]
+    np.testing.assert_array_equal(rng[0], rng[1])
