@@ -213,10 +213,13 @@ def test_non_descent_direction_falls_back_to_steepest_descent():
 
 
 def test_clipnorm_is_applied_to_the_direction():
+    """Documented: clipping acts on d before the step-size rule, and the slope is recomputed
+    from the clipped d (∇L·d = −50 here, not −‖∇L‖² = −2500)."""
     w = tf.Variable([30.0, 40.0])
     opt = optimizers.DirectionalOptimizer(learning_rate=1.0, global_clipnorm=1.0)
-    opt.minimize(lambda: 0.5 * tf.reduce_sum(w**2), [w])
+    info = opt.minimize(lambda: 0.5 * tf.reduce_sum(w**2), [w])
     np.testing.assert_allclose(w.numpy(), [30.0 - 0.6, 40.0 - 0.8], rtol=1e-6)
+    assert float(info["slope"]) == pytest.approx(-50.0, rel=1e-6)
 
 
 def test_weight_decay_is_applied_decoupled():

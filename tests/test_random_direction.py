@@ -293,7 +293,10 @@ def test_orthogonal_full_frame_is_exact_and_diagnostics_say_so():
     w, loss_fn, gradient_fn = _quadratic(dim=6, dtype=tf.float64)
     opt = ForwardGradient(learning_rate=0.1, num_directions=6, orthogonal=True, diagnostics=True)
     expected = w - 0.1 * gradient_fn()
+    g_norm2 = float(tf.reduce_sum(gradient_fn() ** 2))
     info = opt.minimize(loss_fn, [w])
+    # slope = −(1/(K s)) Σ_k (∇L·v_k)² with s = 1/n, K = n: exactly −‖∇L‖² = ∇L·d for d = −∇L
+    assert float(info["slope"]) == pytest.approx(-g_norm2, rel=1e-10)
     assert float(info["cosine"]) == pytest.approx(1.0, abs=1e-12)
     assert float(info["norm_ratio"]) == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(w.numpy(), expected.numpy(), atol=1e-12)
