@@ -36,7 +36,7 @@ one per trial point); ``trial evals/step`` counts only the line search's trial p
 ``--warmup_steps``. Benefit: full training-set loss and test accuracy of the final weights
 (evaluation is not timed).
 
-    python scripts/bench_line_searches.py [--steps=4000] [--fit_epochs=50] [--out=FILE]
+    python scripts/bench_line_searches.py [--steps=4000] [--fit_epochs=100] [--out=FILE]
 
 Prints Markdown tables to stdout (and ``--out``).
 """

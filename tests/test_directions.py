@@ -52,18 +52,44 @@ def test_unit_sphere_and_orthogonal_geometry():
     assert set(np.unique(np.concatenate([x.numpy().ravel() for x in tree.flatten(r)]))) <= {-1, 1}
 
 
-@pytest.mark.parametrize("name", sorted(directions.SAMPLERS))
+@pytest.mark.parametrize("name", sorted(set(directions.SAMPLERS) - {"orthogonal"}))
 def test_second_moment_matches_documented_value(name):
-    """E[v vᵀ] = s·I: the empirical second moment over many seeds matches s within noise."""
+    """E[v vᵀ] = s·I: the empirical second moment over many draws matches s within noise.
+
+    (Orthogonal frames: the next test, with K < n.)
+    """
     variables = [tf.Variable(tf.zeros((4,), tf.float64))]
     n, draws = 4, 4000
-    k = 4 if name == "orthogonal" else draws  # one batched call where K may exceed n
-    acc = np.zeros((n, n))
-    for i in range(draws // k):
-        v = directions.sample(name, variables, seed=[i, 7], num_directions=k)[0].numpy()
-        acc += v.T @ v
-    moment = acc / ((draws // k) * k)
+    v = directions.sample(name, variables, seed=[0, 7], num_directions=draws)[0].numpy()
+    moment = v.T @ v / draws
     s = directions.second_moment(name, variables)
+    np.testing.assert_allclose(moment, s * np.eye(n), atol=0.1 * s)
+
+
+def test_orthogonal_frame_second_moment_with_fewer_directions_than_dimensions():
+    """K = 2 < n = 6 orthonormal directions: E[Σ_k v_k v_kᵀ]/K = I/n (with K = n it holds for
+    any frame). 1 500 frames: every entry within 0.1·(1/n). Mutant killed: a frame that
+    ignores the seed (the same K directions every draw)."""
+    variables = [tf.Variable(tf.zeros((2, 3), tf.float64))]  # n = 6, two axes
+    n, k, frames = 6, 2, 1500
+
+    @tf.function
+    def moment_sum():
+        def body(i, acc):
+            v = directions.orthogonal(variables, tf.stack([i, tf.constant(11, tf.int64)]), k)[0]
+            flat = tf.reshape(v, [k, n])
+            return i + 1, acc + tf.matmul(flat, flat, transpose_a=True)
+
+        _, acc = tf.while_loop(
+            lambda i, acc: i < frames,
+            body,
+            (tf.constant(0, tf.int64), tf.zeros([n, n], tf.float64)),
+        )
+        return acc
+
+    moment = moment_sum().numpy() / (frames * k)
+    s = directions.second_moment("orthogonal", variables)
+    assert s == pytest.approx(1.0 / n)
     np.testing.assert_allclose(moment, s * np.eye(n), atol=0.1 * s)
 
 

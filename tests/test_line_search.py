@@ -762,7 +762,9 @@ def test_hyperparameters_may_be_tensors():
     r = line_search.strong_wolfe(
         QUAD, 1.0, -2.0, initial_step=tf.constant(0.25), c1=tf.constant(1e-4), c2=tf.constant(0.5)
     )
-    assert bool(r.converged) and float(r.step) == pytest.approx(0.5, abs=0.25)
+    # φ = (t − 1)²: the trial 0.25 fails the curvature condition (|φ'| = 1.5 > 0.5·2), the
+    # doubled trial 0.5 meets it with equality (|φ'| = 1 = c2·|φ'(0)|): exactly 0.5, 2 calls.
+    assert bool(r.converged) and float(r.step) == 0.5 and int(r.evaluations) == 2
 
 
 # --------------------------------------------------------------------------------------------

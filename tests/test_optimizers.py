@@ -82,6 +82,45 @@ def test_armijo_reset_heuristic_needs_few_evaluations_after_warmup():
     assert trials <= 2.0, trials
 
 
+def _sls_reference(reset, steps, initial_step, c, shrink, growth, spe, max_step, w0):
+    """SLS on ``½w²`` from scalar ``w0`` along ``−∇L``, written out in Python: the step sizes
+    and trial counts. φ(t) = ½(1 − t)²w², so Armijo holds iff t ≤ 2(1 − c), exactly known."""
+    out, prev, w = [], initial_step, w0
+    for _ in range(steps):
+        t0 = {
+            "grow": min(prev * growth ** (1.0 / spe), max_step),
+            "keep": prev,
+            "reset": initial_step,
+        }[reset]
+        t, trials = t0, 1
+        while 0.5 * (w - t * w) ** 2 > 0.5 * w * w - c * t * w * w:
+            t, trials = t * shrink, trials + 1
+        out.append((t, trials))
+        prev, w = t, w - t * w
+    return out
+
+
+@pytest.mark.parametrize("reset", ["grow", "keep", "reset"])
+def test_armijo_reset_rules_give_the_exact_trial_steps(reset):
+    """``grow``: t₀ = min(t_prev·γ^(1/steps_per_epoch), max_step); ``keep``: t₀ = t_prev;
+    ``reset``: t₀ = initial_step. From initial_step = 4 the first search backtracks ten times to
+    4·0.9¹⁰ ≈ 1.39, the first trial below 2(1 − c) = 1.5; the rules then differ at every step.
+    Mutants killed: growth without the 1/steps_per_epoch root, no cap, keep ↔ reset."""
+    kwargs = dict(initial_step=4.0, c=0.25, shrink=0.9, growth=2.0, steps_per_epoch=4)
+    w = tf.Variable([1.0], dtype=tf.float64)
+    opt = optimizers.ArmijoLineSearch(reset=reset, max_step=4.2, **kwargs)
+    got = []
+    for _ in range(8):
+        info = opt.minimize(lambda: 0.5 * tf.reduce_sum(w**2), [w])
+        got.append((float(info["step_size"]), int(info["evaluations"])))
+    expected = _sls_reference(reset, 8, 4.0, 0.25, 0.9, 2.0, 4, 4.2, 1.0)
+    assert [n for _, n in got] == [n for _, n in expected]
+    # (the previous step is an optimizer variable, kept in float32)
+    np.testing.assert_allclose([t for t, _ in got], [t for t, _ in expected], rtol=1e-6)
+    first = 4.2 if reset == "grow" else 4.0  # grow: min(4·2^¼, 4.2)
+    assert got[0][0] == pytest.approx(first * 0.9 ** (got[0][1] - 1), rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- the step's dict
 
 
@@ -174,10 +213,13 @@ def test_non_descent_direction_falls_back_to_steepest_descent():
 
 
 def test_clipnorm_is_applied_to_the_direction():
+    """Documented: clipping acts on d before the step-size rule, and the slope is recomputed
+    from the clipped d (∇L·d = −50 here, not −‖∇L‖² = −2500)."""
     w = tf.Variable([30.0, 40.0])
     opt = optimizers.DirectionalOptimizer(learning_rate=1.0, global_clipnorm=1.0)
-    opt.minimize(lambda: 0.5 * tf.reduce_sum(w**2), [w])
+    info = opt.minimize(lambda: 0.5 * tf.reduce_sum(w**2), [w])
     np.testing.assert_allclose(w.numpy(), [30.0 - 0.6, 40.0 - 0.8], rtol=1e-6)
+    assert float(info["slope"]) == pytest.approx(-50.0, rel=1e-6)
 
 
 def test_weight_decay_is_applied_decoupled():
@@ -379,3 +421,75 @@ def test_stochastic_layers_deterministic_closure_and_refusal():
     enable_closure_training(model)
     model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
     assert seen and all(a == b for a, b in seen)
+
+
+def test_directional_model_trains_by_closure_and_keeps_its_class_through_saving(tmp_path):
+    """A functional ``DirectionalModel`` trains through ``minimize`` (its logs carry the step's
+    passes: a gradient plus ≥ 1 trial per step) and a ``.keras`` file loads back as one, so
+    it keeps training by closure without ``enable_closure_training``."""
+    from dirgrad_opt.keras_fit import DirectionalModel
+
+    x, y = _digits()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    outputs = keras.layers.Dense(10)(keras.layers.Dense(16, activation="relu")(inputs))
+    model = DirectionalModel(inputs, outputs)
+    model.compile(
+        optimizer=optimizers.ArmijoLineSearch(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    hist = model.fit(x, y, batch_size=128, epochs=3, verbose=0).history
+    assert hist["loss"][-1] < 0.6 * hist["loss"][0] and hist["accuracy"][-1] > 0.75
+    assert min(hist["forward_passes"]) >= 2.0 and hist["backward_passes"] == [1.0] * 3
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is DirectionalModel
+    again = loaded.fit(x, y, batch_size=128, epochs=1, verbose=0).history
+    assert again["forward_passes"][0] >= 2.0  # the closure step, not Keras's gradient step
+
+
+def test_closure_training_advances_batchnorm_and_dropout_state_once_per_step():
+    """Armijo evaluates the loss several times per step, yet BatchNormalization's moving
+    statistics take exactly one update per step (from the batch: BN sits on the inputs, so
+    its batch statistics do not depend on the weights) and Dropout's RNG state ends where one
+    model call per step (Keras SGD) leaves it. Mutant killed: not restoring the
+    non-trainable state before each evaluation."""
+    from dirgrad_opt.keras_fit import DirectionalSequential
+
+    x, y = _digits()
+    x, y = x[:128], y[:128]
+
+    def build(optimizer):
+        keras.utils.set_random_seed(0)
+        model = DirectionalSequential(
+            [
+                keras.Input((64,)),
+                keras.layers.BatchNormalization(momentum=0.9),
+                keras.layers.Dense(16, activation="relu"),
+                keras.layers.Dropout(0.3, seed=1),
+                keras.layers.Dense(10),
+            ]
+        )
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        hist = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0).history
+        return model, hist
+
+    model, hist = build(optimizers.ArmijoLineSearch())
+    assert hist["forward_passes"][0] >= 2.0  # several evaluations per step
+    mean, var = np.zeros(64), np.ones(64)
+    for i in range(4):  # moving = 0.9 · moving + 0.1 · batch statistic, once per batch
+        batch = x[32 * i : 32 * (i + 1)].astype(np.float64)
+        mean = 0.9 * mean + 0.1 * batch.mean(axis=0)
+        var = 0.9 * var + 0.1 * batch.var(axis=0)
+    bn = model.layers[0]
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), var, rtol=1e-5, atol=1e-6)
+
+    reference, _ = build(keras.optimizers.SGD(0.1))  # Keras's own step: one call per step
+    rng = [np.asarray(m.layers[2].seed_generator.state) for m in (model, reference)]
+    np.testing.assert_array_equal(rng[0], rng[1])

@@ -293,7 +293,10 @@ def test_orthogonal_full_frame_is_exact_and_diagnostics_say_so():
     w, loss_fn, gradient_fn = _quadratic(dim=6, dtype=tf.float64)
     opt = ForwardGradient(learning_rate=0.1, num_directions=6, orthogonal=True, diagnostics=True)
     expected = w - 0.1 * gradient_fn()
+    g_norm2 = float(tf.reduce_sum(gradient_fn() ** 2))
     info = opt.minimize(loss_fn, [w])
+    # slope = −(1/(K s)) Σ_k (∇L·v_k)² with s = 1/n, K = n: exactly −‖∇L‖² = ∇L·d for d = −∇L
+    assert float(info["slope"]) == pytest.approx(-g_norm2, rel=1e-10)
     assert float(info["cosine"]) == pytest.approx(1.0, abs=1e-12)
     assert float(info["norm_ratio"]) == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(w.numpy(), expected.numpy(), atol=1e-12)
@@ -419,18 +422,26 @@ def test_cost_counters_are_exact(name):
 
 
 def test_zeroth_order_exact_mode_leaves_weights_bit_identical_over_10000_steps():
-    """Learning rate 0: 10 000 two-point steps (and 2 000 one-sided K=2) change no bit."""
-    variables, loss_fn = _mlp_problem(seed=1)
+    """10 000 two-point steps (and 2 000 one-sided K=2) change no bit when the estimate is 0.
+
+    The rate is not 0 (η = 0 writes the start point back without computing an update): the
+    loss is flat in w, so every step perturbs w by ±εz, evaluates, and writes ``w₀ − η·0``.
+    """
+    variables, mlp_loss = _mlp_problem(seed=1)
+
+    def loss_fn():
+        return 0.0 * mlp_loss() + 1.0
+
     before = _values(variables)
-    opt = ZerothOrder(learning_rate=_Zero(), eps=1e-2)
+    opt = ZerothOrder(learning_rate=0.5, eps=1e-2)
     info = _run(opt, loss_fn, variables, 10_000)
     for b, v in zip(before, variables, strict=True):
         assert b.tobytes() == v.numpy().tobytes()
     assert int(opt.totals["forward_passes"]) == 20_000
     assert int(opt.iterations) == 10_000
-    assert float(info["step_size"]) == 0.0
+    assert float(info["step_size"]) == 0.5
     _run(
-        ZerothOrder(learning_rate=_Zero(), one_sided=True, num_directions=2),
+        ZerothOrder(learning_rate=0.5, one_sided=True, num_directions=2),
         loss_fn,
         variables,
         2000,
@@ -669,9 +680,14 @@ def test_xla_forward_gradient_with_a_full_orthogonal_frame_is_gradient_descent()
 
 
 def test_xla_zeroth_order_descends_and_restores_exactly():
+    """Restore under XLA at a non-zero rate: on a loss flat in w the estimate is 0 but the
+    update ``w₀ − η·0`` is computed, and it must give w₀ back bit for bit."""
     w, loss_fn, _ = _quadratic()
     before = w.numpy().copy()
-    _compiled_steps(ZerothOrder(learning_rate=_Zero()), loss_fn, [w], 20)
+    infos = _compiled_steps(
+        ZerothOrder(learning_rate=0.5, eps=0.1), lambda: 0.0 * tf.reduce_sum(w) + 2.0, [w], 20
+    )
+    assert infos[-1]["step_size"] == pytest.approx(0.5)  # the update branch ran
     assert w.numpy().tobytes() == before.tobytes()
     f0 = float(loss_fn())
     infos = _compiled_steps(ZerothOrder(learning_rate=0.004), loss_fn, [w], 400)

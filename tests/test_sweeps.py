@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import gin
@@ -293,24 +292,24 @@ def test_needs_run(tmp_path):
         assert not runner.needs_run(tmp_path, retry_failed=True)
 
 
+# A process that announces it runs, then waits until its stdin is closed (or it is killed).
+_READY_THEN_WAIT = "import sys; print('ready', flush=True); sys.stdin.read()"
+
+
 def test_a_trial_still_running_from_a_killed_sweep_is_not_started_twice(tmp_path):
     import socket
 
     workdir = str(tmp_path)
     proc = subprocess.Popen(  # stands in for an orphaned trainer of this workdir
-        [sys.executable, "-c", "import time; time.sleep(60)", "experiments.train", workdir]
+        [sys.executable, "-c", _READY_THEN_WAIT, "experiments.train", workdir],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
-        # Popen returns before the child has exec'd: until then /proc/<pid>/cmdline is still
-        # pytest's. Wait for the exec so the check below sees the child's own command line.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if workdir in Path(f"/proc/{proc.pid}/cmdline").read_text(errors="replace"):
-                    break
-            except OSError:
-                break  # no /proc here: alive_elsewhere trusts the pid alone
-            time.sleep(0.01)
+        # Popen returns before the child has exec'd (until then /proc/<pid>/cmdline is still
+        # pytest's): the child says when it runs, so the check below sees its own command line.
+        assert proc.stdout.readline().strip() == "ready"
         status = {"status": "running", "host": socket.gethostname(), "pid": proc.pid}
         launch.write_json_atomic(str(tmp_path / "status.json"), status)
         assert launch.alive_elsewhere(workdir) == proc.pid

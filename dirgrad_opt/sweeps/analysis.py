@@ -4,7 +4,15 @@ Time to target (per run): the first logged record whose ``metric`` meets the tar
 records for ``train_loss``/``test_loss``/``*_accuracy``, train records for ``loss``...), read as
 three clocks of that record: ``steps``; ``seconds`` = ``train_time_s`` (training only, evaluation
 never charged); ``fpe`` = forward-pass equivalents of the cumulative counters
-(:func:`~dirgrad_opt.sweeps.records.cost_fpe`). Never reached → ``inf``. Resolution is the
+(:func:`~dirgrad_opt.sweeps.records.cost_fpe`). Never reached → ``inf``.
+
+Pricing a JVP: by default ``fpe`` counts a JVP as 1 forward pass on top of the forward pass it
+rides on (the operation count of forward mode, Baydin et al. 2022), not as measured: on TF 2.21
+(CPU) a forward pass with one JVP takes about as long as a gradient, i.e. the JVP costs ≈ 2
+(``scripts/bench_directional.py``: forward / gradient ×1.02–1.12 at K = 1 on the benchmark MLP,
+×1.6 on the small CNN). The default keeps costs comparable across frameworks and hardware;
+``seconds`` shows the TF 2.21 price, and ``weights={..., "jvps": 2.0}`` (``experiments/analyze.py
+--cost_weights="backward=2,jvp=2"``) prices a JVP as measured. Resolution is the
 logging period: a run reaching the target between two evaluations is credited at the later one.
 
 Per configuration, the time is the **median over seeds** with ``inf`` for seeds that miss (so
@@ -43,7 +51,7 @@ MEASURES = ("steps", "seconds", "fpe")
 MEASURE_LABELS = {
     "steps": "training steps",
     "seconds": "training time (s, evaluation excluded)",
-    "fpe": "forward-pass equivalents (fwd + 2·bwd + jvp)",
+    "fpe": "forward-pass equivalents (fwd + 2·bwd + jvp; a TF 2.21 JVP measures ≈ 2)",
 }
 DEFAULT_TAU_MAX = 4.0
 
