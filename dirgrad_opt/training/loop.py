@@ -48,7 +48,7 @@ import dirgrad_opt
 from dirgrad_opt import user_modules
 from dirgrad_opt.data import Dataset, load_dataset, short_repr
 from dirgrad_opt.models import create_model, metrics_for_task, resolve_loss
-from dirgrad_opt.training import artifacts, schema, steps
+from dirgrad_opt.training import artifacts, distributed, schema, steps
 from dirgrad_opt.training.errors import ConfigError, TrainingDiverged, one_line
 from dirgrad_opt.training.registry import register_optimizers
 
@@ -232,6 +232,8 @@ def train(
     max_checkpoints: int = 3,
     progress_every_s: float = 5.0,
     stop_after: int | None = None,
+    strategy: str | None = None,
+    cpu_replicas: int | None = None,
 ) -> dict[str, Any] | None:
     """Train ``model`` on ``dataset`` with ``optimizer`` for ``num_steps``; write the workdir.
 
@@ -274,6 +276,9 @@ def train(
       progress_every_s: seconds between progress log lines.
       stop_after: test hook — stop like a killed process once this many steps are done (after
         that step's events), writing no ``result.json``; returns ``None``.
+      strategy: ``None`` (one device), ``'mirrored'`` or ``'multi_worker'`` data parallelism;
+        ``batch_size`` stays the global batch. See :mod:`dirgrad_opt.training.distributed`.
+      cpu_replicas: with ``'mirrored'`` and no GPU, split the CPU into this many replicas.
 
     Returns:
       The ``result.json`` dict, or ``None`` when stopped by ``stop_after``.
@@ -301,10 +306,16 @@ def train(
         raise ConfigError(f"train.progress_every_s must be > 0 seconds, got {progress_every_s!r}")
     if stop_after is not None:
         stop_after = _as_int("stop_after", stop_after, 1)
+    dist = distributed.setup(strategy, cpu_replicas)
+    if dist is not None and options["jit_compile"]:
+        raise ConfigError("train.jit_compile = True is not supported with train.strategy")
     runner = _Runner(Path(workdir), options, float(progress_every_s), stop_after)
     previous = runner.check_workdir()
     if previous is not None:
         return previous
+    if dist is not None:  # a non-chief worker writes into a temporary folder
+        runner.dist, runner.source = dist, runner.workdir
+        runner.workdir = dist.write_dir(runner.workdir)
     with op_determinism(options["deterministic"]):
         runner.setup(dataset, model, optimizer)
         return runner.run()
@@ -316,6 +327,9 @@ def run(workdir: str, stop_after: int | None = None) -> dict[str, Any] | None:
     """
     token = _BODY_ENTERED.set(False)
     try:
+        # Devices are split, and a strategy built, before gin builds `@Adam()` & co. (creating
+        # an optimizer initialises TensorFlow's devices).
+        distributed.setup(_bound_value("train.strategy")[1], _bound_value("train.cpu_replicas")[1])
         return train(workdir=workdir, stop_after=stop_after)
     except (ConfigError, TrainingDiverged):
         raise
@@ -337,6 +351,8 @@ class _Runner:
         self.stop_after = stop
         self.config_text = gin.config_str()
         self.started = time.perf_counter()
+        self.dist: distributed.Distribution | None = None
+        self.source = workdir  # where checkpoints are restored from (the chief's workdir)
 
     # -- phase 1: what is in the workdir already ---------------------------------------------
     def check_workdir(self) -> dict[str, Any] | None:
@@ -404,13 +420,18 @@ class _Runner:
                 "on your own arrays, dirgrad_opt.register_dataset(name, fn) and bind "
                 "load_dataset.name = 'name'"
             )
+        if self.dist is not None:
+            self.dist.check_batch(ds.batch_size)
         keras.utils.set_random_seed(o["seed"])
-        net = model_fn(ds.input_shape, ds.num_outputs)
+        with self.dist.scope() if self.dist else contextlib.nullcontext():
+            net = model_fn(ds.input_shape, ds.num_outputs)
         if not isinstance(net, keras.Model):
             raise ConfigError(f"train.model must return a keras.Model, got {short_repr(net)}")
         if not isinstance(optimizer, keras.optimizers.Optimizer) and callable(optimizer):
             optimizer = optimizer()
         steps.check_optimizer(optimizer)
+        if self.dist is not None:  # gin built it outside the strategy: rebuild it inside
+            optimizer = distributed.in_scope(self.dist, optimizer, net.trainable_variables)
         steps.check_closure_model(net, optimizer, o["allow_stateful_layers"])
         pooling = steps.max_pooling_layers(net)
         if o["jit_compile"] and o["deterministic"] and pooling:
@@ -424,11 +445,15 @@ class _Runner:
         loss_fn = resolve_loss(o["loss"], ds.task)
         metrics = metrics_for_task(ds.task)
         step = steps.make_step(net, optimizer, loss_fn, metrics, o["batch_metrics"])
+        spec = ds.train.element_spec
+        if self.dist is not None:
+            step = self.dist.replicated(step)
+            spec = self.dist.distribute(ds.train, ds.batch_size).element_spec
         # Traced once here (autograph off: the step has no Python control flow on tensors); the
         # chunk loop calls this concrete function, so it is never traced again.
         step_fn = tf.function(step, jit_compile=o["jit_compile"], autograph=False)
         t0 = time.perf_counter()
-        step_fn = step_fn.get_concrete_function(*ds.train.element_spec)
+        step_fn = step_fn.get_concrete_function(*spec)
         self.trace_s = time.perf_counter() - t0
         outputs = step_fn.structured_outputs
         keys = ["loss", *sorted(k for k in outputs if k not in (*COUNTERS, "loss"))]
@@ -590,7 +615,10 @@ class _Runner:
                 num_steps,
                 workdir,
             )
-        iterator = iter(self.ds.train_from(start))
+        stream = self.ds.train_from(start)
+        if self.dist is not None:
+            stream = self.dist.distribute(stream, self.ds.batch_size)
+        iterator = iter(stream)
         t0 = time.perf_counter()  # trace the chunk now, so the training clock never holds it
         self.run_chunk.get_concrete_function(iterator, tf.TensorSpec([], tf.int64))
         self.trace_s += time.perf_counter() - t0
@@ -635,6 +663,8 @@ class _Runner:
         """Restores the latest checkpoint (if any) and the metrics records up to its step."""
         metrics_file = self.workdir / schema.METRICS_FILE
         latest = self.manager.latest_checkpoint
+        if self.source != self.workdir:  # a non-chief worker resumes from the chief's
+            latest = tf.train.latest_checkpoint(str(self.source / "checkpoints"))
         if latest is None:
             shutil.rmtree(self.workdir / "tensorboard", ignore_errors=True)
             schema.write_text_atomic(metrics_file, "")
@@ -784,12 +814,16 @@ class _Runner:
                 "config": _optimizer_config(self.optimizer),
             },
             "jit_compile": o["jit_compile"],
+            "distribution": distributed.describe(self.dist),
             "versions": library_versions(),
         }
         self.writer.flush()
         if status == "complete":
             artifacts.save_final_model(self.workdir, self.model, self.optimizer)
         schema.write_result(self.workdir / schema.RESULT_FILE, result)
+        if self.dist is not None and not self.dist.is_chief:
+            self.writer.close()
+            self.dist.cleanup(self.source)
         if status == "complete":
             logging.info(
                 "Done: %d steps in %.1f s training (+%.1f s eval); test accuracy %s, test loss %s."
