@@ -218,7 +218,7 @@ def setup(kind: str | None, cpu_replicas: int | None) -> Distribution | None:
         raise ConfigError(
             "train.strategy = 'multi_worker' needs the TF_CONFIG environment variable "
             '(\'{"cluster": {"worker": ["host1:port", ...]}, "task": {"type": "worker", '
-            "\"index\": 0}}'); to try it on one machine: python -m experiments.train ... "
+            '"index": 0}}\'); to try it on one machine: python -m experiments.train ... '
             "--workers=2"
         )
     if cpu_replicas not in (None, 1):
