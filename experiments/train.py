@@ -37,6 +37,12 @@ _IMPORT_PATHS = flags.DEFINE_multi_string(
     "import_path", [], "Folder to look in for --import modules, before sys.path (repeatable)."
 )
 flags.mark_flag_as_required("workdir")
+_WORKERS = flags.DEFINE_integer(
+    "workers",
+    0,
+    "Start this many local worker processes (127.0.0.1, free ports, one TF_CONFIG each) running "
+    "this command with train.strategy = 'multi_worker'; 0 = run here.",
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_CONFIG_ERROR = 2
@@ -68,6 +74,8 @@ def _find(path: str) -> Path | None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", 2)
+    if _WORKERS.value:
+        _launch_workers()
     from experiments import startup
 
     startup.import_keras()  # first: TF and Keras without Keras's unused sklearn/matplotlib extras
@@ -96,6 +104,23 @@ def main(argv: list[str]) -> None:
         _fail(training.one_line(error), EXIT_CONFIG_ERROR)
     except training.TrainingDiverged as error:
         _fail(training.one_line(error), EXIT_DIVERGED)
+
+
+def _launch_workers() -> None:
+    """``--workers=N``: this command as N local multi-worker processes; exits with their code."""
+    if _WORKERS.value < 1:
+        _fail(f"--workers must be >= 1, got {_WORKERS.value}", EXIT_CONFIG_ERROR)
+    from dirgrad_opt.training import workers
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--workers", "-workers"):
+            skip = True
+        elif not arg.lstrip("-").startswith("workers="):
+            args.append(arg)
+    sys.exit(workers.launch(args, _WORKERS.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

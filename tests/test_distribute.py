@@ -4,6 +4,10 @@ one device (same global batch and seed). conftest.py splits the CPU into 2 logic
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import gin
@@ -11,10 +15,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from multiworker_driver import QUICK, RUNNER_OPTIMIZERS
 
 from dirgrad_opt import distribute, keras_fit, training
 from dirgrad_opt import optimizers as O
-from dirgrad_opt.training import distributed, schema
+from dirgrad_opt.training import distributed, schema, workers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,23 +153,6 @@ def test_outside_a_strategy_the_step_is_untouched():
 
 
 # -- the runner ------------------------------------------------------------------------------------
-QUICK = [
-    "train.num_steps = 6",
-    "train.log_every = 1",
-    "train.eval_every = 6",
-    "train.checkpoint_every = 3",
-    "train.progress_every_s = 1000.0",
-]
-RUNNER_OPTIMIZERS = {
-    "SGD": "configs/optimizers/sgd.gin",
-    "Adam": "configs/optimizers/adam.gin",
-    "ArmijoLineSearch": "configs/optimizers/armijo.gin",
-    "WolfeLineSearch": "configs/optimizers/wolfe.gin",
-    "PolyakStep": "configs/optimizers/polyak.gin",
-    "ZerothOrder": "configs/optimizers/zeroth_order.gin",
-}
-
-
 def _run(workdir: Path, *files: str, bindings=(), stop_after=None):
     gin.clear_config()
     gin.add_config_file_search_path(str(ROOT))
@@ -277,3 +265,109 @@ def test_keras_fit_under_mirrored_strategy_matches_one_device(strategy, make):
     np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-5)
     assert l2 == pytest.approx(l1, rel=1e-5)
     assert h2["forward_passes"] == h1["forward_passes"]
+
+
+# -- multi_worker: 2 processes on 127.0.0.1 ------------------------------------------------------
+def _env(tf_config: str | None = None) -> dict:
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    env.pop("TF_CONFIG", None)
+    if tf_config:
+        env["TF_CONFIG"] = tf_config
+    return env
+
+
+@pytest.mark.slow
+def test_two_workers_reproduce_the_single_device_runs(strategy, tmp_path):
+    """Both workers train the six optimizers' quickstart runs in one cluster start."""
+    names = list(RUNNER_OPTIMIZERS)
+    addresses = [f"127.0.0.1:{p}" for p in workers.free_ports(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "multiworker_driver.py"),
+                str(tmp_path / "mw"),
+                *names,
+            ],
+            env=_env(workers.tf_config(addresses, i)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for name in names:  # the single-device references, while the workers run
+        _run(tmp_path / "one" / name, "configs/quickstart.gin", RUNNER_OPTIMIZERS[name])
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert not (tmp_path / "mw" / names[0] / ".workers").exists()  # worker 1's folder is gone
+    for name in names:
+        result = schema.read_result(tmp_path / "mw" / name / schema.RESULT_FILE)
+        assert result["distribution"] == {
+            "strategy": "multi_worker",
+            "num_replicas": 2,
+            "num_workers": 2,
+        }
+        one = schema.read_result(tmp_path / "one" / name / schema.RESULT_FILE)
+        r1 = _train_records(tmp_path / "one" / name)
+        r2 = _train_records(tmp_path / "mw" / name)
+        assert [r["step"] for r in r2] == [r["step"] for r in r1], name
+        for a, b in zip(r1, r2, strict=True):
+            assert b["step_size"] == pytest.approx(a["step_size"], rel=1e-5), name
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-5), name
+        assert result["final"]["train_loss"] == pytest.approx(one["final"]["train_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_killed_worker_fails_in_bounded_time_and_the_rerun_resumes(tmp_path):
+    """Kill worker 1 after the first checkpoint: worker 0 fails within the collective timeout;
+    rerunning the same command with the launcher resumes from that checkpoint and finishes."""
+    workdir = tmp_path / "run"
+    args = [
+        "-m",
+        "experiments.train",
+        "--gin_file=configs/quickstart.gin",
+        "--gin_param=train.num_steps = 400",
+        "--gin_param=train.checkpoint_every = 20",
+        "--gin_param=train.eval_every = 400",
+        "--gin_param=train.log_every = 20",
+        f"--workdir={workdir}",
+    ]
+    addresses = [f"127.0.0.1:{p}" for p in workers.free_ports(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *args, "--gin_param=train.strategy = 'multi_worker'"],
+            cwd=tmp_path,
+            env=_env(workers.tf_config(addresses, i)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    deadline = time.monotonic() + 600
+    while tf.train.latest_checkpoint(str(workdir / "checkpoints")) is None:
+        assert time.monotonic() < deadline and procs[0].poll() is None, "no checkpoint written"
+        time.sleep(0.5)
+    procs[1].kill()
+    killed = time.monotonic()
+    _, err = procs[0].communicate(timeout=distributed.COLLECTIVE_TIMEOUT_S + 120)
+    assert procs[0].returncode != 0
+    assert time.monotonic() - killed < distributed.COLLECTIVE_TIMEOUT_S + 120
+    assert "worker" in err.lower()
+    procs[1].wait()
+    done = subprocess.run(
+        [sys.executable, *args, "--workers=2"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resuming" in done.stderr
+    result = schema.read_result(workdir / schema.RESULT_FILE)
+    assert result["status"] == "complete" and result["steps"] == 400
+    assert result["distribution"]["num_workers"] == 2
