@@ -11,7 +11,8 @@ project root, so ``include 'configs/...'`` works from anywhere. Your own code:
 ``import my_opt`` in a gin file beside ``my_opt.py`` (see :mod:`dirgrad_opt.user_modules`).
 
 Exit codes: 0 done (or already complete in that workdir); 2 configuration error (one line on
-stderr naming the culprit, nothing written); 3 training diverged (``result.json`` says so).
+stderr naming the culprit, nothing written); 3 training diverged (``result.json`` says so);
+4 a multi-worker run lost another worker (``--workers=N`` / ``TF_CONFIG``; rerun to resume).
 Rerunning the same command in the same workdir resumes an interrupted run.
 """
 
@@ -47,6 +48,7 @@ _WORKERS = flags.DEFINE_integer(
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_CONFIG_ERROR = 2
 EXIT_DIVERGED = 3
+EXIT_WORKER_LOST = 4
 _SEARCH_PATH_ADDED = False
 
 
@@ -104,6 +106,17 @@ def main(argv: list[str]) -> None:
         _fail(training.one_line(error), EXIT_CONFIG_ERROR)
     except training.TrainingDiverged as error:
         _fail(training.one_line(error), EXIT_DIVERGED)
+    except Exception as error:
+        import tensorflow as tf
+
+        if not (os.environ.get("TF_CONFIG") and isinstance(error, tf.errors.OpError)):
+            raise
+        _fail(  # a collective with a dead or unreachable worker failed or timed out
+            f"lost contact with another worker ({type(error).__name__}: "
+            f"{training.one_line(error)[:300]}); rerun the same command(s) to resume from the "
+            "last checkpoint",
+            EXIT_WORKER_LOST,
+        )
 
 
 def _launch_workers() -> None:
