@@ -25,6 +25,7 @@ on a filesystem all workers see.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -94,7 +95,10 @@ class Distribution:
     def cleanup(self, workdir: Path) -> None:
         """Deletes a non-chief's temporary folder."""
         if not self.is_chief:
-            shutil.rmtree(self.write_dir(workdir), ignore_errors=True)
+            folder = self.write_dir(workdir)
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the last worker out removes .workers/
+                folder.parent.rmdir()
 
     # -- data ----------------------------------------------------------------------------------
     def check_batch(self, batch_size: int) -> None:
