@@ -184,6 +184,11 @@ def test_mirrored_run_reproduces_the_single_device_run(strategy, tmp_path, name)
     )
     assert one["distribution"] == {"strategy": None, "num_replicas": 1, "num_workers": 1}
     assert two["distribution"] == {"strategy": "mirrored", "num_replicas": 2, "num_workers": 1}
+    schema.validate_result(two)
+    for key, bad in (("num_replicas", 0), ("strategy", "mirror")):
+        broken = {**two, "distribution": {**two["distribution"], key: bad}}
+        with pytest.raises(ValueError, match=f"distribution.{key}"):
+            schema.validate_result(broken)
     r1, r2 = _train_records(tmp_path / "one"), _train_records(tmp_path / "two")
     assert [r["step"] for r in r1] == [r["step"] for r in r2] == list(range(1, 7))
     for a, b in zip(r1, r2, strict=True):
