@@ -344,7 +344,7 @@ def test_killed_worker_fails_in_bounded_time_and_the_rerun_resumes(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, *args, "--gin_param=train.strategy = 'multi_worker'"],
-            cwd=tmp_path,
+            cwd=ROOT,
             env=_env(workers.tf_config(addresses, i)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -365,7 +365,7 @@ def test_killed_worker_fails_in_bounded_time_and_the_rerun_resumes(tmp_path):
     procs[1].wait()
     done = subprocess.run(
         [sys.executable, *args, "--workers=2"],
-        cwd=tmp_path,
+        cwd=ROOT,
         env=_env(),
         capture_output=True,
         text=True,
