@@ -16,6 +16,11 @@ regularisation losses count) and calls ``optimizer.minimize(loss_fn, model.train
 The loss tracker and compiled metrics use the *first* evaluation's predictions (at the start
 point, as Keras's own ``train_step`` does). A stock Keras optimizer still trains the usual way.
 
+**Under a strategy.** Compiled and fitted inside ``strategy.scope()`` (``MirroredStrategy``,
+``MultiWorkerMirroredStrategy``), each replica's closure is the mean loss of its shard and the
+optimizer merges the replicas into one step whose every evaluation — line-search trial points
+included — is the global-batch mean (:mod:`dirgrad_opt.distribute`): same steps as one device.
+
 **Stochastic layers.** Dropout, noise layers and BatchNormalization make the loss change
 between two calls on the same batch (new dropout mask, updated moving statistics), and a line
 search over such a closure shrinks its step to nothing. With ``deterministic=True`` (default)
@@ -83,6 +88,7 @@ def closure_train_step(model: keras.Model, data: Any, deterministic: bool = True
             "sees the same state, or remove these layers."
         )
     snapshot = [tf.identity(v) for v in state] if deterministic else []
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     first: dict[str, Any] = {}
 
     def loss_fn() -> tf.Tensor:
@@ -92,6 +98,8 @@ def closure_train_step(model: keras.Model, data: Any, deterministic: bool = True
         loss = model.compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
         )
+        if replicas > 1:  # Keras divides each replica's loss by R; the closure is the mean
+            loss = loss * tf.cast(replicas, loss.dtype)
         first.setdefault("y_pred", y_pred)
         first.setdefault("loss", loss)
         return loss

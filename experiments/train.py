@@ -14,10 +14,12 @@ Exit codes: 0 done (or already complete in that workdir); 2 configuration error,
 unusable workdir (one line on stderr naming the culprit: a binding, a file, a workdir locked by
 another process — its pid and host —, not one of our runs, unwritable, or with damaged
 checkpoints/records; nothing written); 3 training diverged or stalled (``result.json`` says
-so); 4 I/O error during the run (one line naming the path and errno; rerun to resume); 143
-stopped by SIGTERM/SIGINT after checkpointing the current step (TensorFlow's restartable exit
-code, ``result.json`` says ``interrupted``; rerun to resume); 130 a second SIGINT stopped it
-before that checkpoint. Rerunning the same command in the same workdir resumes.
+so); 4 the run could not go on — an I/O error (one line naming the path and errno) or, in a
+multi-worker run (``--workers=N`` / ``TF_CONFIG``), lost contact with another worker; rerun to
+resume; 143 stopped by SIGTERM/SIGINT after checkpointing the current step (TensorFlow's
+restartable exit code, ``result.json`` says ``interrupted``; rerun to resume); 130 a second
+SIGINT stopped it before that checkpoint. Rerunning the same command in the same workdir
+resumes.
 """
 
 from __future__ import annotations
@@ -44,11 +46,18 @@ _IMPORT_PATHS = flags.DEFINE_multi_string(
 _LIST_PROBLEMS = flags.DEFINE_bool(
     "list_problems", False, "List the problems of configs/problems/ (train.problem) and exit."
 )
+_WORKERS = flags.DEFINE_integer(
+    "workers",
+    0,
+    "Start this many local worker processes (127.0.0.1, free ports, one TF_CONFIG each) running "
+    "this command with train.strategy = 'multi_worker'; 0 = run here.",
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_CONFIG_ERROR = 2
 EXIT_DIVERGED = 3
-EXIT_IO_ERROR = 4
+EXIT_IO_ERROR = 4  # also a multi-worker run that lost another worker: rerun to resume
+EXIT_WORKER_LOST = EXIT_IO_ERROR
 EXIT_PREEMPTED = 143  # = dirgrad_opt.training.preemption.EXIT_PREEMPTED (TF's restart code)
 EXIT_KILLED = 130
 _SEARCH_PATH_ADDED = False
@@ -78,6 +87,8 @@ def _find(path: str) -> Path | None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", 2)
+    if _WORKERS.value:
+        _launch_workers()
     from experiments import startup
 
     startup.import_keras()  # first: TF and Keras without Keras's unused sklearn/matplotlib extras
@@ -126,6 +137,36 @@ def main(argv: list[str]) -> None:
         sys.exit(EXIT_PREEMPTED)
     except KeyboardInterrupt:
         _fail("stopped by a second signal before the checkpoint; rerun to resume", EXIT_KILLED)
+    except Exception as error:
+        import tensorflow as tf
+
+        if not (os.environ.get("TF_CONFIG") and isinstance(error, tf.errors.OpError)):
+            raise
+        _fail(  # a collective with a dead or unreachable worker failed or timed out
+            f"lost contact with another worker ({type(error).__name__}: "
+            f"{training.one_line(error)[:300]}); rerun the same command(s) to resume from the "
+            "last checkpoint",
+            EXIT_WORKER_LOST,
+        )
+
+
+def _launch_workers() -> None:
+    """``--workers=N``: this command as N local multi-worker processes; exits with their code."""
+    if _WORKERS.value < 1:
+        _fail(f"--workers must be >= 1, got {_WORKERS.value}", EXIT_CONFIG_ERROR)
+    if _WORKDIR.value is None:
+        _fail("--workdir is required (the run's output folder)", EXIT_CONFIG_ERROR)
+    from dirgrad_opt.training import workers
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--workers", "-workers"):
+            skip = True
+        elif not arg.lstrip("-").startswith("workers="):
+            args.append(arg)
+    sys.exit(workers.launch(args, _WORKERS.value, _WORKDIR.value))
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

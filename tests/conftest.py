@@ -8,6 +8,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    """Two logical CPU devices for the data-parallel tests (tests/test_distribute.py); must
+    happen before TensorFlow initialises its devices. Single-device code runs on CPU:0 as before."""
+    from dirgrad_opt import distribute
+
+    distribute.set_cpu_replicas(2)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_state():
     """Each test starts with fixed seeds and an empty gin config."""

@@ -219,14 +219,16 @@ def test_nan_evaluation_is_recorded_and_exits_3_also_on_rerun(tmp_path, tiny_gin
     )
     assert run_cli(*args) == cli.EXIT_DIVERGED
     line = one_error_line(capsys)
-    assert "evaluation at step 5 is not finite" in line and "test_loss = nan" in line
+    # The model is NaN in inference mode from the start: the step-0 evaluation catches it.
+    assert "evaluation at step 0 is not finite" in line and "test_loss = nan" in line
+    assert "no finite training loss yet" in line
     result = training.read_result(workdir / "result.json")
-    assert result["status"] == "diverged" and result["steps"] == 5
-    assert result["final"]["test_loss"] is None and result["final"]["step"] == 5
+    assert result["status"] == "diverged" and result["steps"] == 0
+    assert result["final"]["test_loss"] is None and result["final"]["step"] == 0
     evals = [r for r in training.read_metrics(workdir / "metrics.jsonl") if r["kind"] == "eval"]
     assert len(evals) == 1 and evals[0]["test_loss"] is None and evals[0]["train_loss"] is None
     assert run_cli(*args) == cli.EXIT_DIVERGED  # the rerun reports it again, one line
-    assert "evaluation at step 5 is not finite" in one_error_line(capsys)
+    assert "evaluation at step 0 is not finite" in one_error_line(capsys)
 
 
 # -- 3: damaged checkpoints ----------------------------------------------------------------------

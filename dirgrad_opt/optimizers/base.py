@@ -46,7 +46,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from dirgrad_opt import directional, tree
+from dirgrad_opt import directional, distribute, tree
 
 __all__ = ["DirectionalOptimizer", "StepContext"]
 
@@ -67,9 +67,22 @@ class StepContext:
       start: the values ``w0`` at the beginning of the step (tensors).
       gradient: ``∇L(w0)`` once a rule has computed it, else ``None``.
       metrics: extra scalars a rule wants reported in ``minimize``'s dict.
+      replicas: under a ``tf.distribute`` strategy, the replicas' closures
+        (:class:`dirgrad_opt.distribute.ReplicaClosures`); every evaluation method then returns
+        the mean over replicas (the global batch), and ``loss_fn`` is that mean as a closure.
+        Cost counters count the passes of one replica. ``None`` outside a strategy.
     """
 
-    def __init__(self, loss_fn: LossFn, variables: list[Any], counters: dict[str, Any]):
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        variables: list[Any],
+        counters: dict[str, Any],
+        replicas: distribute.ReplicaClosures | None = None,
+    ):
+        self.replicas = replicas
+        if replicas is not None:
+            loss_fn = replicas.mean_loss
         self.loss_fn = loss_fn
         self.variables = variables
         self.start = [tf.identity(tree._value(v)) for v in variables]
@@ -99,15 +112,25 @@ class StepContext:
         }
 
     # -- evaluations -----------------------------------------------------------------------
+    def evaluate(self, fn: Callable[[LossFn], Any]) -> Any:
+        """``fn(loss_fn)`` — a nest of float tensors — or, under a strategy, its replica mean.
+
+        The hook for a rule that computes something from the closure itself (uncounted: call
+        :meth:`count`). Each replica's closure runs on its own device.
+        """
+        if self.replicas is None:
+            return fn(self.loss_fn)
+        return self.replicas.mean(fn)
+
     def loss(self) -> tf.Tensor:
         """``L`` at the variables' current value (1 forward pass)."""
         self.count(forward_passes=1)
-        return directional._call_loss(self.loss_fn)
+        return self.evaluate(directional._call_loss)
 
     def loss_and_gradient(self) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """``L(w)`` and ``∇L(w)`` at the current value (1 forward + 1 backward pass)."""
         self.count(forward_passes=1, backward_passes=1)
-        return directional._reverse(self.loss_fn, self.variables)
+        return self.evaluate(lambda loss_fn: directional._reverse(loss_fn, self.variables))
 
     def directional_derivatives(
         self, directions: Any, method: str = "auto", step: Any = None
@@ -120,10 +143,17 @@ class StepContext:
         directional._check_method(method)
         directional._check_step(step)
         dirs = tree.flatten(directional._as_direction(directions, self.variables, leading_dims=1))
-        loss, derivatives, used = directional._derivatives(
-            self.loss_fn, self.variables, dirs, method, step
-        )
-        self.count(*directional.cost(used, int(dirs[0].shape[0])))
+        methods = []
+
+        def derivatives_of(loss_fn: LossFn) -> tuple[tf.Tensor, tf.Tensor]:
+            loss, derivatives, used = directional._derivatives(
+                loss_fn, self.variables, dirs, method, step
+            )
+            methods.append(used)
+            return loss, derivatives
+
+        loss, derivatives = self.evaluate(derivatives_of)
+        self.count(*directional.cost(methods[0], int(dirs[0].shape[0])))
         return loss, derivatives
 
     def set_point(self, t: Any, direction: Sequence[tf.Tensor]) -> None:
@@ -146,8 +176,13 @@ class StepContext:
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """``(φ(t), φ'(t)) = (L(w0 + t d), ∇L(w0 + t d)·d)`` (1 forward + 1 backward pass)."""
         self.set_point(t, direction)
-        value, grads = self.loss_and_gradient()
-        return value, tf.cast(tree.dot(grads, direction), value.dtype)
+        self.count(forward_passes=1, backward_passes=1)
+
+        def value_and_slope(loss_fn: LossFn) -> tuple[tf.Tensor, tf.Tensor]:
+            value, grads = directional._reverse(loss_fn, self.variables)
+            return value, tf.cast(tree.dot(grads, direction), value.dtype)
+
+        return self.evaluate(value_and_slope)  # under a strategy: two scalars are reduced
 
 
 def _is_float_or_schedule(value: Any) -> bool:
@@ -306,13 +341,26 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
           ``descent``, this step's ``forward_passes``, ``backward_passes``, ``jvps``, plus
           rule-specific metrics.
         """
+        replica = distribute.replica_context()
+        if replica is not None:  # one step for all replicas, in the cross-replica context
+            return replica.merge_call(
+                lambda strategy, fns, var_list: self._minimize(
+                    None, var_list, distribute.ReplicaClosures(strategy, fns)
+                ),
+                args=(loss_fn, var_list),
+            )
+        return self._minimize(loss_fn, var_list)
+
+    def _minimize(
+        self, loss_fn: LossFn | None, var_list: Any, replicas: Any = None
+    ) -> dict[str, tf.Tensor]:
         variables = directional._check_variables(var_list)
         if not self.built:
             self.build(variables)
         else:
             self._check_variables_are_known(variables)
         with tf.name_scope(self.name):
-            ctx = StepContext(loss_fn, variables, self._step_counts)
+            ctx = StepContext(loss_fn, variables, self._step_counts, replicas)
             info = self.step(ctx)
             counts = ctx.counts
             for name in _COUNTERS:
@@ -370,7 +418,10 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
     # -- internals -------------------------------------------------------------------------
     def _inner_direction(self, ctx: StepContext, grads: list[tf.Tensor]) -> list[tf.Tensor]:
         """The inner Keras optimizer's update ``Δw`` for gradient ``grads`` (its state advances)."""
-        self.direction_optimizer.apply(grads, ctx.variables)
+        if ctx.replicas is None:
+            self.direction_optimizer.apply(grads, ctx.variables)
+        else:  # the global gradient, applied to every copy
+            ctx.replicas.apply(self.direction_optimizer, grads, ctx.variables)
         d = [tree._value(v) - w0 for v, w0 in zip(ctx.variables, ctx.start, strict=True)]
         ctx.restore()
         return d

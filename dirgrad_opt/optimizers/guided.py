@@ -410,8 +410,8 @@ class DirectionalNewton(DirectionalOptimizer):
         )
 
     def compute_direction(self, ctx: StepContext) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
-        if not self._fused:
-            return super().compute_direction(ctx)
+        if not self._fused or ctx.replicas is not None:  # gᵀHg is not linear in the replicas'
+            return super().compute_direction(ctx)  # losses; dᵀHd along the mean -g is
         loss, grads, curvature = _curvature_along_steepest_descent(ctx)
         ctx.gradient = grads
         ctx.metrics["curvature"] = curvature
@@ -420,12 +420,14 @@ class DirectionalNewton(DirectionalOptimizer):
     def compute_step_size(
         self, ctx: StepContext, loss: tf.Tensor, direction: list[tf.Tensor], slope: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        if self._fused:
+        if self._fused and ctx.replicas is None:
             curvature = ctx.metrics["curvature"]
         else:
             method = "reverse" if self.curvature_method == "reverse" else "forward"
-            _, _, curvature = directional.directional_curvature(
-                ctx.loss_fn, ctx.variables, direction, method
+            _, _, curvature = ctx.evaluate(
+                lambda loss_fn: directional.directional_curvature(
+                    loss_fn, ctx.variables, direction, method
+                )
             )
             if method == "forward":
                 ctx.count(forward_passes=1, backward_passes=1, jvps=1)

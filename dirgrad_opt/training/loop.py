@@ -47,7 +47,7 @@ import dirgrad_opt
 from dirgrad_opt import problems, user_modules
 from dirgrad_opt.data import Dataset, load_dataset, short_repr
 from dirgrad_opt.models import create_model, metrics_for_task, resolve_loss
-from dirgrad_opt.training import artifacts, preemption, schema, steps
+from dirgrad_opt.training import artifacts, distributed, preemption, schema, steps
 from dirgrad_opt.training import workdir as workdirs
 from dirgrad_opt.training.errors import (
     ConfigError,
@@ -248,6 +248,8 @@ def train(
     max_rejected_steps: int | None = 200,
     stop_after: int | None = None,
     problem: problems.Problem | str | None = None,
+    strategy: str | None = None,
+    cpu_replicas: int | None = None,
 ) -> dict[str, Any] | None:
     """Train ``model`` on ``dataset`` with ``optimizer`` for ``num_steps``; write the workdir.
 
@@ -304,6 +306,9 @@ def train(
         task's defaults, its validation split is required, and it is recorded in result.json.
       stop_after: test hook — stop like a killed process once this many steps are done (after
         that step's events), writing no ``result.json``; returns ``None``.
+      strategy: ``None`` (one device), ``'mirrored'`` or ``'multi_worker'`` data parallelism;
+        ``batch_size`` stays the global batch. See :mod:`dirgrad_opt.training.distributed`.
+      cpu_replicas: with ``'mirrored'`` and no GPU, split the CPU into this many replicas.
 
     Returns:
       The ``result.json`` dict, or ``None`` when stopped by ``stop_after``.
@@ -346,13 +351,19 @@ def train(
         raise ConfigError(f"train.progress_every_s must be > 0 seconds, got {progress_every_s!r}")
     if stop_after is not None:
         stop_after = _as_int("stop_after", stop_after, 1)
+    dist = distributed.setup(strategy, cpu_replicas)
+    if dist is not None and options["jit_compile"]:
+        raise ConfigError("train.jit_compile = True is not supported with train.strategy")
     runner = _Runner(Path(workdir), options, float(progress_every_s), stop_after)
     runner.problem = problem
-    handle = workdirs.open_workdir(workdir)
+    write_dir = runner.workdir if dist is None else dist.write_dir(runner.workdir)
+    handle = workdirs.open_workdir(write_dir)  # a non-chief worker locks its temporary folder
     try:
-        previous = runner.check_workdir()
+        previous = runner.check_workdir()  # the chief's workdir, which every worker reads
         if previous is not None:
             return previous
+        if dist is not None:  # a non-chief worker writes into its temporary folder
+            runner.dist, runner.source, runner.workdir = dist, runner.workdir, write_dir
         with op_determinism(options["deterministic"]), preemption.catch_stop_signals() as stop:
             runner.stop = stop
             runner.setup(dataset, model, optimizer)
@@ -370,6 +381,9 @@ def run(workdir: str, stop_after: int | None = None) -> dict[str, Any] | None:
     """
     token = _BODY_ENTERED.set(False)
     try:
+        # Devices are split, and a strategy built, before gin builds `@Adam()` & co. (creating
+        # an optimizer initialises TensorFlow's devices).
+        distributed.setup(_bound_value("train.strategy")[1], _bound_value("train.cpu_replicas")[1])
         return train(workdir=workdir, stop_after=stop_after)
     except (ConfigError, TrainingDiverged, TrainingInterrupted, RunIOError):
         raise
@@ -394,6 +408,8 @@ class _Runner:
         self.stop: preemption.StopRequest | None = None
         self.saved_step = -1
         self.problem: problems.Problem | None = None
+        self.dist: distributed.Distribution | None = None
+        self.source = workdir  # where checkpoints are restored from (the chief's workdir)
 
     # -- phase 1: what is in the workdir already ---------------------------------------------
     def check_workdir(self) -> dict[str, Any] | None:
@@ -462,14 +478,19 @@ class _Runner:
                 "on your own arrays, dirgrad_opt.register_dataset(name, fn) and bind "
                 "load_dataset.name = 'name'"
             )
+        if self.dist is not None:
+            self.dist.check_batch(ds.batch_size)
         keras.utils.set_random_seed(o["seed"])
-        net = model_fn(ds.input_shape, ds.num_outputs)
+        with self.dist.scope() if self.dist else contextlib.nullcontext():
+            net = model_fn(ds.input_shape, ds.num_outputs)
         if not isinstance(net, keras.Model):
             raise ConfigError(f"train.model must return a keras.Model, got {short_repr(net)}")
         if not isinstance(optimizer, keras.optimizers.Optimizer) and callable(optimizer):
             optimizer = optimizer()
         steps.check_optimizer(optimizer)
         workdirs.check_learning_rates(optimizer)
+        if self.dist is not None:  # gin built it outside the strategy: rebuild it inside
+            optimizer = distributed.in_scope(self.dist, optimizer, net.trainable_variables)
         steps.check_closure_model(net, optimizer, o["allow_stateful_layers"])
         pooling = steps.max_pooling_layers(net)
         if o["jit_compile"] and o["deterministic"] and pooling:
@@ -492,11 +513,15 @@ class _Runner:
             if o["loss"] is None:  # train.loss, when bound, overrides the problem's
                 loss_fn = self.problem.loss_fn()
         step = steps.make_step(net, optimizer, loss_fn, metrics, o["batch_metrics"])
+        spec = ds.train.element_spec
+        if self.dist is not None:
+            step = self.dist.replicated(step)
+            spec = self.dist.distribute(ds.train, ds.batch_size).element_spec
         # Traced once here (autograph off: the step has no Python control flow on tensors); the
         # chunk loop calls this concrete function, so it is never traced again.
         step_fn = tf.function(step, jit_compile=o["jit_compile"], autograph=False)
         t0 = time.perf_counter()
-        step_fn = step_fn.get_concrete_function(*ds.train.element_spec)
+        step_fn = step_fn.get_concrete_function(*spec)
         self.trace_s = time.perf_counter() - t0
         outputs = step_fn.structured_outputs
         keys = ["loss", *sorted(k for k in outputs if k not in (*COUNTERS, "loss"))]
@@ -668,7 +693,10 @@ class _Runner:
                 num_steps,
                 workdir,
             )
-        iterator = iter(self.ds.train_from(start))
+        stream = self.ds.train_from(start)
+        if self.dist is not None:
+            stream = self.dist.distribute(stream, self.ds.batch_size)
+        iterator = iter(stream)
         t0 = time.perf_counter()  # trace the chunk now, so the training clock never holds it
         self.run_chunk.get_concrete_function(iterator, tf.TensorSpec([], tf.int64))
         self.trace_s += time.perf_counter() - t0
@@ -722,12 +750,17 @@ class _Runner:
         step. Without a checkpoint, ``metrics.jsonl`` (of an earlier attempt of this run, or
         none) starts empty; ``tensorboard/`` is never deleted (an event file per attempt)."""
         metrics_file = self.workdir / schema.METRICS_FILE
+        checkpoints = self.workdir / workdirs.CHECKPOINT_DIR
         self.manager, latest = workdirs.restore_newest_readable(
             self.checkpoint,
-            self.workdir / workdirs.CHECKPOINT_DIR,
+            self.source / workdirs.CHECKPOINT_DIR,  # a non-chief worker resumes from the chief's
             self.o["max_checkpoints"],
             logging.warning,
         )
+        if self.source != self.workdir:  # ... and saves its own into its temporary folder
+            self.manager = tf.train.CheckpointManager(
+                self.checkpoint, str(checkpoints), max_to_keep=self.o["max_checkpoints"]
+            )
         if latest is None:
             schema.write_text_atomic(metrics_file, "")
             return []
@@ -899,8 +932,13 @@ class _Runner:
         """Records ``status: diverged`` (no checkpoint) and raises TrainingDiverged."""
         last_loss = float(self.state.last_loss.numpy())
         latest = self.manager.latest_checkpoint
+        seen = (
+            f"last finite loss {last_loss:.6g} at step {step}"
+            if math.isfinite(last_loss)
+            else "no finite training loss yet"
+        )
         message = (
-            f"training diverged: {what}; last finite loss {last_loss:.6g} at step {step}. "
+            f"training diverged: {what}; {seen}. "
             f"Last good checkpoint: {latest or 'none'}. Lower the step size or check the data."
         )
         logging.error(message)
@@ -955,6 +993,7 @@ class _Runner:
                 "config": _optimizer_config(self.optimizer),
             },
             "jit_compile": o["jit_compile"],
+            "distribution": distributed.describe(self.dist),
             "versions": library_versions(),
         }
         if self.problem is not None:
@@ -964,6 +1003,9 @@ class _Runner:
         if status == "complete":
             artifacts.save_final_model(self.workdir, self.model, self.optimizer)
         schema.write_result(self.workdir / schema.RESULT_FILE, result)
+        if self.dist is not None and not self.dist.is_chief:
+            self.writer.close()
+            self.dist.cleanup(self.source)
         if status == "complete":
             logging.info(
                 "Done: %d steps in %.1f s training (+%.1f s eval); test accuracy %s, test loss %s."

@@ -24,6 +24,8 @@ through it, so the format cannot drift. Non-finite floats are stored as ``null``
       "model": {"name", "num_parameters"},
       "optimizer": {"class", "family": "directional" | "keras", "config": {...}},
       "jit_compile": false,
+      "distribution": {"strategy": null | "mirrored" | "multi_worker", "num_replicas",
+                       "num_workers"},   (optional: results written before it lack it)
       "versions": {"python", "tensorflow", "keras", "dirgrad_opt", "gin", "numpy"}
     }
 
@@ -314,6 +316,14 @@ def validate_result(result: Any, where: str = "result") -> None:
 
     if not isinstance(result["jit_compile"], bool):
         _fail(f"{where}.jit_compile", f"expected a boolean, got {result['jit_compile']!r}")
+    if "distribution" in result:
+        dist = result["distribution"]
+        _require_keys(dist, ("strategy", "num_replicas", "num_workers"), f"{where}.distribution")
+        if dist["strategy"] not in (None, "mirrored", "multi_worker"):
+            _fail(f"{where}.distribution.strategy", f"unknown strategy {dist['strategy']!r}")
+        for key in ("num_replicas", "num_workers"):
+            if isinstance(dist[key], bool) or not isinstance(dist[key], int) or dist[key] < 1:
+                _fail(f"{where}.distribution.{key}", f"expected an int >= 1, got {dist[key]!r}")
     versions = result["versions"]
     _require_keys(versions, VERSION_KEYS, f"{where}.versions")
     for key in VERSION_KEYS:

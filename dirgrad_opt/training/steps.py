@@ -139,6 +139,9 @@ def make_keras_step(
         with tf.GradientTape() as tape:
             outputs, loss = _objective(model, loss_fn, x, y)
             scaled = optimizer.scale_loss(loss)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if replicas > 1:  # Keras sums the replicas' gradients: the mean needs loss / R
+                scaled = scaled / replicas
         grads = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         info = {

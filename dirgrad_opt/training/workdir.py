@@ -112,6 +112,8 @@ def open_workdir(workdir: str | os.PathLike) -> Workdir:
 def close_workdir(handle: Workdir) -> None:
     """Releases the lock; removes the folders :func:`open_workdir` created if still empty."""
     handle.lock.release()
+    if not handle.path.is_dir():  # a non-chief worker's temporary folder, removed at its end
+        return
     if handle.created and set(os.listdir(handle.path)) <= {workdir_lock.LOCK_FILE}:
         lock_file = handle.path / workdir_lock.LOCK_FILE
         lock_file.unlink(missing_ok=True)
