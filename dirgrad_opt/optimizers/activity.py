@@ -36,6 +36,11 @@ runner build one yourself, ``opt.minimize(ModelClosure(model, loss_fn, x, y),
 model.trainable_variables)``. From gin: ``train.optimizer = @ActivityForwardGradient()`` and
 ``ActivityForwardGradient.layers = ['dense', 'dense_1']`` (default: every Dense layer).
 
+**Local losses** (``local_losses=True``, Ren et al. 2022 sec. 4): every tapped layer but the
+last is trained on the loss of its own linear classifier head (an optimizer variable, trained
+by the same estimate), with stop-gradient between blocks in forward mode; see
+:class:`ActivityForwardGradient`.
+
 Requirements (each checked with a clear error): every trainable variable belongs to a tapped
 ``Dense`` layer (kernel or bias); the layers see 2-D inputs ``[batch, features]``; no
 quantised layers; the model has no regularisation losses (their gradients are not estimated).
@@ -649,6 +654,18 @@ class ActivityForwardGradient(_ActivityPerturbation):
       inner: a Keras optimizer (e.g. ``keras.optimizers.Adam(1e-3)``) fed the estimate.
       seed: int seed of the perturbation stream (step n uses ``make_seed(seed, n)``).
       diagnostics: report ``cosine`` / ``norm_ratio`` against the true gradient (costs one).
+      local_losses: train every tapped layer but the last on its own local loss (Ren et al.
+        2022, sec. 4): a linear classifier head ``H_l`` on the layer's output, the local loss
+        ``ℓ^l = loss_fn(a_l H_l + c_l + v_l, y)`` with its own logit perturbation ``v_l``, and
+        the layer inputs stop-gradiented so that one JVP gives each block
+        ``j^l = ∇_{z_l}ℓ^l·u_l + ∇_{p}ℓ^l·v_l``; layer l's weights and head are updated from
+        ``j^l`` (``ĝ_{H_l} = a_lᵀ(j^l ⊙ v_l)/B``), the last layer from the model's loss.
+        Unbiased for the stop-gradient local-loss gradients. The heads are optimizer
+        variables (:attr:`local_heads`; trained with ``learning_rate`` or their own copy of
+        ``inner``; no weight decay); cost: one ``[B, units_l] × [units_l, C]`` matmul per
+        block inside the counted forward pass. Needs ≥ 2 Dense layers, the optimizer built
+        on ``model.trainable_variables``. ``diagnostics`` still compare with the model
+        loss's gradient. Default False.
       weight_decay, clipnorm, clipvalue, global_clipnorm, name: as in
         :class:`~dirgrad_opt.optimizers.base.DirectionalOptimizer`.
 
@@ -718,6 +735,10 @@ class ActivityZerothOrder(_ActivityPerturbation):
 
     Args:
       eps: perturbation scale ε > 0 of the pre-activations (default 1e-2).
+      local_losses: as in :class:`ActivityForwardGradient`, from the two perturbed passes
+        (``j^l`` by central differences of the local losses; without stop-gradient, since
+        only loss values are used, the upstream perturbations add zero-mean noise to
+        ``j^l``: unbiased up to O(ε²), more variance).
       learning_rate, distribution, layers, inner, seed, diagnostics, weight_decay, clipnorm,
         clipvalue, global_clipnorm, name: as in :class:`ActivityForwardGradient`.
 
