@@ -569,7 +569,7 @@ def test_variance_estimate_makes_the_signal_unbiased(orthogonal):
     _, g = _quadratic_gradient()
     rng = np.random.default_rng(0)
     k, n, values = 3, 15, []
-    for _ in range(3000):
+    for _ in range(1500):
         v = rng.standard_normal((k, n))
         if orthogonal:
             v = np.linalg.qr(v.T)[0].T  # K orthonormal rows
