@@ -32,6 +32,7 @@ from dirgrad_opt.optimizers import (
     ZOMomentum,
 )
 from dirgrad_opt.optimizers.activity import Taps, tap_dense_layers
+from dirgrad_opt.optimizers.random_direction import variance_step_scale
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -219,6 +220,17 @@ BACKPROP_FREE = {
         (3, 0, 3),
     ),
     "azo": (lambda: ActivityZerothOrder(1e-3, distribution="rademacher"), (2, 0, 0)),
+    "afg_local": (lambda: ActivityForwardGradient(1e-3, local_losses=True), (1, 0, 1)),
+    "azo_local_adam_k2": (
+        lambda: ActivityZerothOrder(
+            inner=keras.optimizers.Adam(1e-3), local_losses=True, num_samples=2
+        ),
+        (4, 0, 0),
+    ),
+    "fg_variance_control": (
+        lambda: ForwardGradient(1e-3, num_directions=3, variance_control=True),
+        (3, 0, 3),
+    ),
 }
 
 
@@ -348,6 +360,11 @@ RUNNER_CASES = {
         "ActivityForwardGradient.num_samples = 2",
     ],
     "zo_adam": ["train.optimizer = @ZOAdam()", "ZOAdam.distribution = 'rademacher'"],
+    "afg_local_adam": [
+        "train.optimizer = @ActivityForwardGradient()",
+        "ActivityForwardGradient.inner = @Adam()",
+        "ActivityForwardGradient.local_losses = True",
+    ],
 }
 
 
@@ -433,3 +450,163 @@ def test_guided_forward_gradient_mean_matches_its_documented_expectation(unbiase
         )
         assert np.linalg.norm(expected - gradient) > 0.1 * np.linalg.norm(gradient)
     _assert_unbiased(samples, expected, power=0.3)  # the Σ⁻¹ correction adds variance
+
+
+# ----------------------------------------------------------------------------- local losses
+
+
+def _local_gradient(closure, heads) -> np.ndarray:
+    """The local-loss gradients with stop-gradient between blocks (Ren et al. 2022, sec. 4):
+    layer 0 and its head from the head's loss, the output layer from the model's loss."""
+    hidden, out = tap_dense_layers(closure.model)
+    (kernel, bias) = (hidden.kernel, hidden.bias)
+    hk, hb = (tf.convert_to_tensor(h) for h in heads[0])  # optimizer variables: not trainable
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([hk, hb])
+        a = closure.inputs @ kernel + bias  # linear activation
+        local = closure.loss_fn(a @ hk + hb, closure.labels)
+        final = closure.loss_fn(tf.stop_gradient(a) @ out.kernel + out.bias, closure.labels)
+    grads = tape.gradient(local, [kernel, bias]) + tape.gradient(final, [out.kernel, out.bias])
+    grads += tape.gradient(local, [hk, hb])
+    return np.concatenate([tf.reshape(g, [-1]).numpy() for g in grads])
+
+
+def _local_estimates(opt, closure, samples: int) -> np.ndarray:
+    """Steps of size 1 from the same weights and heads: model deltas, then head deltas."""
+    variables = closure.model.trainable_variables
+    opt.build(variables)
+    state = variables + opt._head_vars
+    start = [tf.identity(v) for v in state]
+
+    @tf.function
+    def collect():
+        out = tf.TensorArray(tf.float64, size=samples)
+        for i in tf.range(samples):
+            for v, w in zip(state, start, strict=True):
+                v.assign(w)
+            opt.minimize(closure, variables)
+            flat = [tf.reshape(w - v, [-1]) for v, w in zip(state, start, strict=True)]
+            out = out.write(i, tf.concat(flat, 0))
+        return out.stack()
+
+    return collect().numpy()
+
+
+@pytest.mark.parametrize("cls", [ActivityForwardGradient, ActivityZerothOrder])
+def test_local_loss_estimates_are_unbiased_for_the_local_gradients(cls):
+    """Linear net + MSE: every local loss is quadratic in its block's pre-activation and its
+    head's logits, so E[ĝ] is exactly the stop-gradient local-loss gradient (heads included)."""
+    model, closure = _linear_net()
+    opt = cls(learning_rate=1.0, seed=4, local_losses=True)
+    opt.build(model.trainable_variables)
+    assert [tuple(k.shape) for k, _ in opt.local_heads] == [(4, 2)]
+    expected = _local_gradient(closure, opt.local_heads)
+    global_part = _true_gradient(closure, model.trainable_variables)
+    assert np.linalg.norm(expected[:16] - global_part[:16]) > 0.3 * np.linalg.norm(global_part)
+    _assert_unbiased(_local_estimates(opt, closure, 4000), expected, power=0.25)
+
+
+def test_stop_inputs_isolates_each_tapped_layer_in_forward_mode():
+    """With stop_inputs, a perturbation of layer 0 no longer reaches the model's output."""
+    model, closure = _linear_net()
+    layers = tap_dense_layers(model)
+    tangents = [tf.ones([8, 4], tf.float64), tf.zeros([8, 2], tf.float64)]
+    for stop, moves in ((False, True), (True, False)):
+        zeros = [tf.zeros_like(t) for t in tangents]
+        with tf.autodiff.ForwardAccumulator(zeros, tangents) as acc:
+            with Taps(layers, zeros, stop_inputs=stop) as record:
+                out = model(closure.inputs)
+        jvp = acc.jvp(out, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        assert (np.abs(jvp.numpy()).max() > 0) == moves
+        np.testing.assert_array_equal(record.outputs[1].numpy(), out.numpy())
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: ActivityForwardGradient(local_losses="yes"), "local_losses"),
+        (lambda: ForwardGradient(1e-3, variance_control=True), "num_directions >= 2"),
+        (
+            lambda: ForwardGradient(
+                num_directions=2, variance_control=True, inner=keras.optimizers.Adam()
+            ),
+            "inner",
+        ),
+        (lambda: GuidedForwardGradient(1e-3, variance_control=True), "variance_control"),
+    ],
+)
+def test_bad_local_loss_and_variance_control_settings_raise(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_local_losses_need_two_dense_layers():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(ValueError, match="at least two Dense layers"):
+        ActivityForwardGradient(1e-3, local_losses=True).build(model.trainable_variables)
+
+
+def test_local_loss_config_round_trips():
+    opt = ActivityZerothOrder(inner=keras.optimizers.Adam(1e-3), local_losses=True, eps=0.1)
+    again = ActivityZerothOrder.from_config(opt.get_config())
+    assert again.local_losses and again.eps == 0.1
+
+
+# ----------------------------------------------------------------------------- variance control
+
+
+def _quadratic_gradient() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((15, 15))
+    return m @ m.T / 15 + np.eye(15), rng.standard_normal(15)
+
+
+@pytest.mark.parametrize("orthogonal", [False, True], ids=["iid", "orthogonal"])
+def test_variance_estimate_makes_the_signal_unbiased(orthogonal):
+    """E[‖g̃‖² − V̂] = ‖∇f‖² (the numerator of ρ), for i.i.d. and orthonormal directions."""
+    _, g = _quadratic_gradient()
+    rng = np.random.default_rng(0)
+    k, n, values = 3, 15, []
+    for _ in range(1500):
+        v = rng.standard_normal((k, n))
+        if orthogonal:
+            v = np.linalg.qr(v.T)[0].T  # K orthonormal rows
+        s = 1.0 / n if orthogonal else 1.0
+        _, signal, variance = variance_step_scale(
+            tf.constant(v @ g), [tf.constant(v)], s, n if orthogonal else None
+        )
+        values.append(float(signal) - float(variance))
+    values = np.array(values)
+    stderr = values.std(ddof=1) / np.sqrt(len(values))
+    assert abs(values.mean() - g @ g) < 4.5 * stderr
+    assert stderr < 0.1 * (g @ g)
+
+
+def test_variance_control_scales_the_plain_step_and_is_exact_with_a_full_frame():
+    """The step is ρ times the plain forward-gradient step (same seed), 0 ≤ ρ ≤ 1; with K = n
+    orthonormal directions the estimate is ∇f and the corrected variance is 0, so ρ = 1."""
+    variables, loss_fn = _matrix_quadratic()
+    start = [tf.identity(v) for v in variables]
+    deltas, scales = [], []
+    for control in (False, True):
+        for v, w in zip(variables, start, strict=True):
+            v.assign(w)
+        opt = ForwardGradient(0.1, num_directions=4, seed=5, variance_control=control)
+        info = opt.minimize(loss_fn, variables)
+        scales.append(float(info.get("step_scale", 1.0)))
+        deltas.append(
+            np.concatenate([(v - w).numpy().ravel() for v, w in zip(variables, start, strict=True)])
+        )
+    assert 0.0 <= scales[1] < 1.0
+    np.testing.assert_allclose(deltas[1], scales[1] * deltas[0], rtol=1e-9, atol=1e-12)
+
+    for v, w in zip(variables, start, strict=True):
+        v.assign(w)
+    gradient = _true_gradient(loss_fn, variables)
+    full = ForwardGradient(0.1, num_directions=15, orthogonal=True, variance_control=True)
+    info = full.minimize(loss_fn, variables)
+    np.testing.assert_allclose(float(info["step_scale"]), 1.0, atol=1e-9)
+    moved = np.concatenate([(w - v).numpy().ravel() for v, w in zip(variables, start, strict=True)])
+    np.testing.assert_allclose(moved, 0.1 * gradient, rtol=1e-6)  # lr is float32

@@ -36,6 +36,11 @@ runner build one yourself, ``opt.minimize(ModelClosure(model, loss_fn, x, y),
 model.trainable_variables)``. From gin: ``train.optimizer = @ActivityForwardGradient()`` and
 ``ActivityForwardGradient.layers = ['dense', 'dense_1']`` (default: every Dense layer).
 
+**Local losses** (``local_losses=True``, Ren et al. 2022 sec. 4): every tapped layer but the
+last is trained on the loss of its own linear classifier head (an optimizer variable, trained
+by the same estimate), with stop-gradient between blocks in forward mode; see
+:class:`ActivityForwardGradient`.
+
 Requirements (each checked with a clear error): every trainable variable belongs to a tapped
 ``Dense`` layer (kernel or bias); the layers see 2-D inputs ``[batch, features]``; no
 quantised layers; the model has no regularisation losses (their gradients are not estimated).
@@ -92,12 +97,22 @@ class Taps:
     Attributes (filled while the model runs inside the context):
       inputs: per layer, the input ``x_l`` it was called with (the last call wins).
       preactivations: per layer, ``x_l W_l + b_l + p_l``.
+      outputs: per layer, its output ``act(x_l W_l + b_l + p_l)``.
+
+    With ``stop_inputs=True`` each tapped layer computes ``stop_gradient(x_l) W_l + b_l``:
+    no tangent (forward mode) or gradient crosses a tapped layer's input, so what reaches a
+    layer's output depends on its own perturbation only (the local-loss mode's block
+    isolation; the values are unchanged).
     """
 
     def __init__(
-        self, layers: Sequence[keras.layers.Dense], perturbations: Sequence[Any] | None = None
+        self,
+        layers: Sequence[keras.layers.Dense],
+        perturbations: Sequence[Any] | None = None,
+        stop_inputs: bool = False,
     ):
         self.layers = list(layers)
+        self.stop_inputs = bool(stop_inputs)
         if perturbations is not None and len(perturbations) != len(self.layers):
             raise ValueError(
                 f"Taps: {len(perturbations)} perturbations for {len(self.layers)} layers"
@@ -105,6 +120,7 @@ class Taps:
         self.perturbations = None if perturbations is None else list(perturbations)
         self.inputs: list[tf.Tensor | None] = [None] * len(self.layers)
         self.preactivations: list[tf.Tensor | None] = [None] * len(self.layers)
+        self.outputs: list[tf.Tensor | None] = [None] * len(self.layers)
         self._index = {id(layer): i for i, layer in enumerate(self.layers)}
 
     def __enter__(self) -> Taps:
@@ -127,6 +143,15 @@ class Taps:
         self.preactivations[i] = z
         return z
 
+    def _stops(self, layer: keras.layers.Dense) -> bool:
+        return self.stop_inputs and id(layer) in self._index
+
+    def _output(self, layer: keras.layers.Dense, out: tf.Tensor) -> tf.Tensor:
+        i = self._index.get(id(layer))
+        if i is not None:
+            self.outputs[i] = out
+        return out
+
 
 def _active() -> Taps | None:
     stack = getattr(_STATE, "stack", None)
@@ -140,12 +165,12 @@ def _tapped_call(layer: keras.layers.Dense) -> Callable[..., Any]:
         taps = _active()
         if taps is None:
             return original(inputs, training=training)
-        x = inputs
+        x = tf.stop_gradient(inputs) if taps._stops(layer) else inputs
         z = keras.ops.matmul(x, layer.kernel)
         if layer.bias is not None:
             z = keras.ops.add(z, layer.bias)
         z = taps._visit(layer, x, z)
-        return layer.activation(z) if layer.activation is not None else z
+        return taps._output(layer, layer.activation(z) if layer.activation is not None else z)
 
     call._dirgrad_original = original  # type: ignore[attr-defined]
     return call
@@ -299,6 +324,7 @@ class _ActivityPerturbation(DirectionalOptimizer):
         inner: keras.optimizers.Optimizer | dict | None = None,
         seed: int = 0,
         diagnostics: bool = False,
+        local_losses: bool = False,
         name: str | None = None,
         **kwargs: Any,
     ):
@@ -341,6 +367,122 @@ class _ActivityPerturbation(DirectionalOptimizer):
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.seed = seed
         self.diagnostics = bool(diagnostics)
+        if not isinstance(local_losses, bool):
+            raise ValueError(f"local_losses must be True or False, got {local_losses!r}")
+        self.local_losses = local_losses
+        self._head_vars: list[Any] = []
+        self._head_inner: keras.optimizers.Optimizer | None = None
+
+    # -- local losses (Ren et al. 2022, section 4) -------------------------------------------
+    def build_state(self, var_list: list[Any]) -> None:
+        """With ``local_losses``: one linear classifier head per block but the last.
+
+        Block l is the l-th Dense layer (the l-th rank-2 variable of ``var_list``, which must
+        list the layers in call order, as ``model.trainable_variables`` does; checked at the
+        first step). Head l maps the layer's output (``units_l``) to the model's output width
+        (the last kernel's ``units``); LeCun-normal kernel seeded by ``seed``, zero bias. The
+        heads are optimizer variables: they checkpoint and restore with the optimizer. With
+        ``inner`` the heads get their own copy of it (same configuration, own moments).
+        """
+        if not self.local_losses:
+            return
+        owner = type(self).__name__
+        kernels = [v for v in var_list if len(v.shape) == 2]
+        if len(kernels) < 2:
+            raise ValueError(
+                f"{owner}: local_losses=True needs at least two Dense layers (a local head on "
+                f"every block but the last, which keeps the model's loss); got {len(kernels)}"
+            )
+        classes = int(kernels[-1].shape[-1])
+        for i, kernel in enumerate(kernels[:-1]):
+            init = keras.initializers.LecunNormal(seed=self.seed * 7919 + i)
+            self._head_vars += [
+                self.add_variable(
+                    (int(kernel.shape[-1]), classes),
+                    initializer=init,
+                    dtype=kernel.dtype,
+                    name=f"local_head_{i}_kernel",
+                ),
+                self.add_variable(
+                    (classes,), initializer="zeros", dtype=kernel.dtype, name=f"local_head_{i}_bias"
+                ),
+            ]
+        if self.inner is not None:
+            self._head_inner = keras.optimizers.deserialize(keras.optimizers.serialize(self.inner))
+            self._head_inner.build(self._head_vars)
+
+    @property
+    def variables(self) -> list[Any]:
+        heads = self._head_inner.variables if self._head_inner is not None else []
+        return super().variables + list(heads)
+
+    @property
+    def local_heads(self) -> list[tuple[Any, Any]]:
+        """The heads ``[(kernel [units_l, C], bias [C]), ...]`` (empty without local losses)."""
+        return list(zip(self._head_vars[::2], self._head_vars[1::2], strict=True))
+
+    def _check_heads(self, layers: list) -> list[tuple[Any, Any]]:
+        heads = self.local_heads
+        shapes = [tuple(k.shape) for k, _ in heads]
+        expected = [(int(layer.units), int(layers[-1].units)) for layer in layers[:-1]]
+        if shapes != expected:
+            raise ValueError(
+                f"{type(self).__name__}: local heads {shapes} do not fit the tapped layers "
+                f"{[layer.name for layer in layers]} (expected {expected}); the optimizer must "
+                "be built on model.trainable_variables (Dense layers in call order)"
+            )
+        return heads
+
+    def _head_perturbations(
+        self, closure: ModelClosure, heads: list, seed: tf.Tensor, offset: int
+    ) -> list:
+        batch = tf.shape(tf.nest.flatten(closure.inputs)[0])[0]
+        return [
+            _draw(
+                self.distribution,
+                tf.stack([batch, int(kernel.shape[-1])]),
+                directions.make_seed(seed, offset + i),
+                tf.as_dtype(kernel.dtype),
+            )
+            for i, (kernel, _) in enumerate(heads)
+        ]
+
+    @staticmethod
+    def _local_losses(closure: ModelClosure, features: list, heads: list, shifts: list) -> list:
+        """Per-example local losses ``ℓ^l_b = loss(a_l H_l + c_l + p_l, y)``, one per head."""
+        out = []
+        for a, (kernel, bias), p in zip(features, heads, shifts, strict=True):
+            logits = tf.matmul(tf.cast(a, kernel.dtype), kernel) + bias + tf.cast(p, kernel.dtype)
+            out.append(per_example_losses(closure.loss_fn, logits, closure.labels))
+        return out
+
+    def _update_heads(self, grads: list[tf.Tensor]) -> None:
+        """SGD with ``learning_rate`` (or the heads' inner optimizer); skipped if not finite."""
+        finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
+        if self._head_inner is not None:
+
+            def update() -> tf.Tensor:
+                self._head_inner.apply(grads, self._head_vars)
+                return tf.constant(True)
+
+            tf.cond(finite, update, lambda: tf.constant(False))
+            return
+        lr = self._get_current_learning_rate()
+        for v, g in zip(self._head_vars, grads, strict=True):
+            value = tree._value(v)
+            v.assign(tf.where(finite, value - tf.cast(lr, g.dtype) * g, value))
+
+    def local_coefficients(
+        self,
+        ctx: StepContext,
+        closure: ModelClosure,
+        layers: list,
+        us: list,
+        heads: list,
+        uhs: list,
+    ) -> tuple[tf.Tensor, list, list, list]:
+        """``(global loss, [j^1..j^{L-1}, j^L], layer inputs, head inputs)``; by the subclasses."""
+        raise NotImplementedError
 
     @property
     def inner(self) -> keras.optimizers.Optimizer | None:
@@ -412,7 +554,13 @@ class _ActivityPerturbation(DirectionalOptimizer):
                     f"{type(self).__name__}: tapped Dense layers must see [batch, features] "
                     f"inputs, got rank {x.shape.rank}"
                 )
-        per_layer = activity_gradient_estimate(coefficients, us, xs)
+        if isinstance(coefficients, list):  # local losses: one j per layer
+            per_layer = [
+                activity_gradient_estimate(c, [u], [x])[0]
+                for c, u, x in zip(coefficients, us, xs, strict=True)
+            ]
+        else:
+            per_layer = activity_gradient_estimate(coefficients, us, xs)
         return [per_layer[i][0 if kind == "kernel" else 1] for i, kind in layout]
 
     # -- the rule ----------------------------------------------------------------------------
@@ -428,7 +576,20 @@ class _ActivityPerturbation(DirectionalOptimizer):
         closure = self._replicated(ctx.loss_fn)
         seed = _step_seed(self, self.seed)  # the one place step seeds are made
         us = self._perturbations(closure, layers, seed)
-        loss, coefs, xs = self.coefficients(ctx, closure, layers, us)
+        if self.local_losses:
+            heads = self._check_heads(layers)
+            uhs = self._head_perturbations(closure, heads, seed, len(layers))
+            loss, coefs, xs, features = self.local_coefficients(
+                ctx, closure, layers, us, heads, uhs
+            )
+            head_grads = [
+                g
+                for c, u, a in zip(coefs[:-1], uhs, features, strict=True)
+                for g in activity_gradient_estimate(c, [u], [a])[0]
+            ]
+            self._update_heads(head_grads)
+        else:
+            loss, coefs, xs = self.coefficients(ctx, closure, layers, us)
         estimate = [
             tf.cast(g, tf.as_dtype(v.dtype))
             for g, v in zip(self._estimate(coefs, us, xs, layout), ctx.variables, strict=True)
@@ -461,6 +622,7 @@ class _ActivityPerturbation(DirectionalOptimizer):
             inner=keras.optimizers.serialize(self.inner) if self.inner is not None else None,
             seed=self.seed,
             diagnostics=self.diagnostics,
+            local_losses=self.local_losses,
         )
         return config
 
@@ -492,6 +654,18 @@ class ActivityForwardGradient(_ActivityPerturbation):
       inner: a Keras optimizer (e.g. ``keras.optimizers.Adam(1e-3)``) fed the estimate.
       seed: int seed of the perturbation stream (step n uses ``make_seed(seed, n)``).
       diagnostics: report ``cosine`` / ``norm_ratio`` against the true gradient (costs one).
+      local_losses: train every tapped layer but the last on its own local loss (Ren et al.
+        2022, sec. 4): a linear classifier head ``H_l`` on the layer's output, the local loss
+        ``ℓ^l = loss_fn(a_l H_l + c_l + v_l, y)`` with its own logit perturbation ``v_l``, and
+        the layer inputs stop-gradiented so that one JVP gives each block
+        ``j^l = ∇_{z_l}ℓ^l·u_l + ∇_{p}ℓ^l·v_l``; layer l's weights and head are updated from
+        ``j^l`` (``ĝ_{H_l} = a_lᵀ(j^l ⊙ v_l)/B``), the last layer from the model's loss.
+        Unbiased for the stop-gradient local-loss gradients. The heads are optimizer
+        variables (:attr:`local_heads`; trained with ``learning_rate`` or their own copy of
+        ``inner``; no weight decay); cost: one ``[B, units_l] × [units_l, C]`` matmul per
+        block inside the counted forward pass. Needs ≥ 2 Dense layers, the optimizer built
+        on ``model.trainable_variables``. ``diagnostics`` still compare with the model
+        loss's gradient. Default False.
       weight_decay, clipnorm, clipvalue, global_clipnorm, name: as in
         :class:`~dirgrad_opt.optimizers.base.DirectionalOptimizer`.
 
@@ -512,6 +686,39 @@ class ActivityForwardGradient(_ActivityPerturbation):
         ctx.count(forward_passes=self.num_samples, jvps=self.num_samples)
         return tf.reduce_mean(per_example), coefs, [tf.stop_gradient(x) for x in record.inputs]
 
+    def local_coefficients(
+        self,
+        ctx: StepContext,
+        closure: ModelClosure,
+        layers: list,
+        us: list,
+        heads: list,
+        uhs: list,
+    ) -> tuple[tf.Tensor, list, list, list]:
+        """One forward pass, layer inputs stop-gradiented, carrying every ``u_l`` and head ``v_l``.
+
+        Since no tangent crosses a tapped layer's input, the JVP of block l's local loss is
+        ``j^l = ∇_{z_l} ℓ^l · u_l + ∇_{p_l} ℓ^l · v_l`` exactly (its own perturbations only),
+        and the model loss's is ``∇_{z_L} ℓ · u_L``.
+        """
+        zeros = [tf.zeros_like(u) for u in us]
+        head_zeros = [tf.zeros_like(v) for v in uhs]
+        with tf.autodiff.ForwardAccumulator(zeros + head_zeros, us + uhs) as acc:
+            with Taps(layers, zeros, stop_inputs=True) as record:
+                per_example = closure.per_example()
+            local = self._local_losses(closure, record.outputs[:-1], heads, head_zeros)
+        coefs = [
+            acc.jvp(value, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            for value in [*local, per_example]
+        ]
+        ctx.count(forward_passes=self.num_samples, jvps=self.num_samples)
+        return (
+            tf.reduce_mean(per_example),
+            coefs,
+            [tf.stop_gradient(x) for x in record.inputs],
+            [tf.stop_gradient(a) for a in record.outputs[:-1]],
+        )
+
 
 @keras.saving.register_keras_serializable(package="dirgrad_opt")
 class ActivityZerothOrder(_ActivityPerturbation):
@@ -528,6 +735,10 @@ class ActivityZerothOrder(_ActivityPerturbation):
 
     Args:
       eps: perturbation scale ε > 0 of the pre-activations (default 1e-2).
+      local_losses: as in :class:`ActivityForwardGradient`, from the two perturbed passes
+        (``j^l`` by central differences of the local losses; without stop-gradient, since
+        only loss values are used, the upstream perturbations add zero-mean noise to
+        ``j^l``: unbiased up to O(ε²), more variance).
       learning_rate, distribution, layers, inner, seed, diagnostics, weight_decay, clipnorm,
         clipvalue, global_clipnorm, name: as in :class:`ActivityForwardGradient`.
 
@@ -555,6 +766,36 @@ class ActivityZerothOrder(_ActivityPerturbation):
         coefs = (lp - lm) / (2.0 * eps)
         xs = [0.5 * (a + b) for a, b in zip(plus.inputs, minus.inputs, strict=True)]
         return tf.reduce_mean(0.5 * (lp + lm)), coefs, xs
+
+    def local_coefficients(
+        self,
+        ctx: StepContext,
+        closure: ModelClosure,
+        layers: list,
+        us: list,
+        heads: list,
+        uhs: list,
+    ) -> tuple[tf.Tensor, list, list, list]:
+        """Two forward passes at ``z ± εu`` with the heads' logits at ``± εv``.
+
+        From loss values alone the blocks cannot be isolated: block l's local loss also moves
+        with the upstream perturbations ``u_{l'}``, ``l' < l``. Those are independent of
+        ``u_l`` with mean 0, so ``j^l`` stays unbiased for the local gradient (up to O(ε²)), with
+        more variance than the forward-mode version's stop-gradient.
+        """
+        eps = self.eps
+        with Taps(layers, [eps * u for u in us]) as plus:
+            lp = closure.per_example()
+        local_p = self._local_losses(closure, plus.outputs[:-1], heads, [eps * v for v in uhs])
+        with Taps(layers, [-eps * u for u in us]) as minus:
+            lm = closure.per_example()
+        local_m = self._local_losses(closure, minus.outputs[:-1], heads, [-eps * v for v in uhs])
+        ctx.count(forward_passes=2 * self.num_samples)
+        coefs = [(a - b) / (2.0 * eps) for a, b in zip([*local_p, lp], [*local_m, lm], strict=True)]
+        mean = lambda pairs: [0.5 * (a + b) for a, b in pairs]  # noqa: E731
+        xs = mean(zip(plus.inputs, minus.inputs, strict=True))
+        features = mean(zip(plus.outputs[:-1], minus.outputs[:-1], strict=True))
+        return tf.reduce_mean(0.5 * (lp + lm)), coefs, xs, features
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

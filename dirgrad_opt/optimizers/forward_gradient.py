@@ -73,7 +73,7 @@ class GuidedForwardGradient(ForwardGradient):
         unbiased: bool = True,
         **kwargs: Any,
     ):
-        for name in ("distribution", "orthogonal"):
+        for name in ("distribution", "orthogonal", "variance_control"):
             if kwargs.get(name) not in (None, False, "gaussian"):
                 raise ValueError(f"GuidedForwardGradient draws Gaussian ξ; `{name}` is not used")
             kwargs.pop(name, None)
@@ -130,7 +130,7 @@ class GuidedForwardGradient(ForwardGradient):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        for key in ("distribution", "orthogonal"):
+        for key in ("distribution", "orthogonal", "variance_control"):
             config.pop(key, None)
         config.update(
             guide_weight=self.guide_weight, guide_decay=self.guide_decay, unbiased=self.unbiased

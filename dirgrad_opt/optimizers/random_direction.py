@@ -50,6 +50,7 @@ __all__ = [
     "ZerothOrder",
     "estimator_diagnostics",
     "forward_gradient_estimate",
+    "variance_step_scale",
 ]
 
 #: Ways :class:`ForwardGradient` and :class:`RandomDirectionLineSearch` take ``∇L·v``.
@@ -91,6 +92,61 @@ def forward_gradient_estimate(
         tf.tensordot(tf.cast(derivatives, v.dtype), v, axes=1) * tf.constant(scale, v.dtype)
         for v in directions_
     ]
+
+
+def variance_step_scale(
+    derivatives: tf.Tensor,
+    directions_: Sequence[tf.Tensor],
+    second_moment: float,
+    finite_population: int | None = None,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Step scale ``ρ = max(0, 1 − V̂/‖g̃‖²)`` from the spread of K per-direction estimates.
+
+    The K single-direction estimates ``g̃_k = (∇L·v_k) v_k / s`` average to ``g̃``. Their sample
+    variance estimates the variance of the mean,
+
+        V̂ = f · (1/(K(K−1))) Σ_k ‖g̃_k − g̃‖²,      E[V̂] = E‖g̃ − ∇L‖²,
+
+    with ``f = 1`` for i.i.d. directions and the finite-population correction ``f = 1 − K/n``
+    for K orthonormal directions out of n (they are K of the n vectors of a random basis drawn
+    without replacement, whose n estimates average to ∇L exactly). Then
+    ``‖g̃‖² − V̂`` is unbiased for ``‖∇L‖²`` and
+
+        ρ = max(0, ‖g̃‖² − V̂) / ‖g̃‖²  ≈  ‖∇L‖² / (‖∇L‖² + tr Var g̃) = 1 / (1 + var/mean²),
+
+    the factor by which the optimal SGD step on a quadratic shrinks under gradient noise
+    (McCandlish, Kaplan, Amodei et al. 2018, "An Empirical Model of Large-Batch Training",
+    the noise scale ``B_noise``; here estimated from the step's own K directions). None of the
+    papers of issue 12 (Baydin et al. 2022; Ren et al. 2022; Fournier et al. 2023; ZO-Bench,
+    LOZO, DeepZero 2024) defines a variance-based step rule for several directions: this rule is
+    ours. ``ρ`` is a ratio of two noisy estimates, so ``ρ g̃`` is a *biased* (shrunk) estimate
+    of ∇L by design; ``‖g̃‖² − V̂`` is the unbiased part (tested).
+
+    Args:
+      derivatives: ``[K]`` directional derivatives ``∇L·v_k`` (K ≥ 2).
+      directions_: leaves ``[K, *shape]`` of the directions.
+      second_moment: ``s``, ``E[v vᵀ] = s I``.
+      finite_population: n for orthonormal directions (applies ``f = 1 − K/n``), else None.
+
+    Returns:
+      ``(ρ, ‖g̃‖², V̂)`` as scalars of the derivatives' dtype.
+    """
+    k = int(derivatives.shape[0])
+    if k < 2:
+        raise ValueError("variance-based step control needs num_directions >= 2")
+    dtype = derivatives.dtype
+    sq = [tf.reshape(tf.cast(tf.square(v), dtype), [k, -1]) for v in directions_]
+    sq_norms = tf.add_n([tf.reduce_sum(x, axis=1) for x in sq])  # ‖v_k‖²
+    per_direction = tf.square(derivatives) * sq_norms / (second_moment**2)  # ‖g̃_k‖²
+    estimate = forward_gradient_estimate(derivatives, directions_, second_moment)
+    mean_sq = tf.cast(tree.dot(estimate, estimate), dtype)  # ‖g̃‖²
+    spread = tf.maximum(tf.reduce_sum(per_direction) - k * mean_sq, 0.0)  # Σ‖g̃_k − g̃‖²
+    fpc = 1.0 if finite_population is None else 1.0 - k / float(finite_population)
+    variance = tf.constant(fpc / (k * (k - 1)), dtype) * spread
+    scale = tf.where(
+        mean_sq > 0, tf.maximum(mean_sq - variance, 0.0) / tf.where(mean_sq > 0, mean_sq, 1.0), 0.0
+    )
+    return scale, mean_sq, variance
 
 
 def estimator_diagnostics(estimate: Any, gradient: Any) -> dict[str, tf.Tensor]:
@@ -237,6 +293,11 @@ class ForwardGradient(DirectionalOptimizer):
       seed: int seed of the direction stream (default 0).
       diagnostics: report ``cosine`` and ``norm_ratio`` against the true gradient (costs a
         gradient; default False).
+      variance_control: scale the step by ``ρ = max(0, 1 − V̂/‖g̃‖²)``, V̂ the variance of
+        ``g̃`` estimated from the spread of the K per-direction estimates (finite-population
+        corrected with ``orthogonal``): :func:`variance_step_scale` (our rule — none of the
+        issue's papers has one). Needs K ≥ 2 and no ``inner``; reports ``step_scale``. No
+        extra pass. Default False.
       weight_decay, clipnorm, clipvalue, global_clipnorm, name: see
         :class:`~dirgrad_opt.optimizers.base.DirectionalOptimizer`: decoupled decay
         ``−λ·w`` per step whatever the step size (also with ``inner``); clipping applies to the
@@ -271,6 +332,7 @@ class ForwardGradient(DirectionalOptimizer):
         inner: keras.optimizers.Optimizer | dict | None = None,
         seed: int = 0,
         diagnostics: bool = False,
+        variance_control: bool = False,
         name: str | None = None,
         **kwargs: Any,
     ):
@@ -313,6 +375,19 @@ class ForwardGradient(DirectionalOptimizer):
         self.fd_step = _check_fd_step(fd_step)
         self.seed = _check_seed(seed)
         self.diagnostics = bool(diagnostics)
+        if not isinstance(variance_control, bool):
+            raise ValueError(f"variance_control must be True or False, got {variance_control!r}")
+        if variance_control and self.num_directions < 2:
+            raise ValueError(
+                "variance_control=True estimates the variance from the K directions: it needs "
+                f"num_directions >= 2, got {self.num_directions}"
+            )
+        if variance_control and inner is not None:
+            raise ValueError(
+                "variance_control=True scales the SGD step; it does not combine with `inner` "
+                "(an adaptive inner optimizer would undo the scale)"
+            )
+        self.variance_control = variance_control
 
     @property
     def inner(self) -> keras.optimizers.Optimizer | None:
@@ -335,6 +410,12 @@ class ForwardGradient(DirectionalOptimizer):
         if self.inner is None:
             k = float(self.num_directions)
             slope = -tf.reduce_sum(tf.square(derivatives)) / tf.constant(k * s, loss.dtype)
+            if self.variance_control:
+                n = sum(int(tf.size(v)) for v in ctx.variables) if self.orthogonal else None
+                scale, _, _ = variance_step_scale(derivatives, dirs, s, n)
+                ctx.metrics["step_scale"] = tf.cast(scale, loss.dtype)
+                scale = tf.cast(scale, loss.dtype)
+                return loss, [-tf.cast(scale, g.dtype) * g for g in estimate], scale * slope
             return loss, [-g for g in estimate], slope
         d = self._inner_direction(ctx, estimate)
         return loss, d, tf.cast(tree.dot(estimate, d), loss.dtype)
@@ -361,6 +442,7 @@ class ForwardGradient(DirectionalOptimizer):
             inner=keras.optimizers.serialize(self.inner) if self.inner is not None else None,
             seed=self.seed,
             diagnostics=self.diagnostics,
+            variance_control=self.variance_control,
         )
         return config
 
