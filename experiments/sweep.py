@@ -24,6 +24,7 @@ SIGTERM, checkpointed and are marked ``interrupted`` (rerun to resume).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -165,6 +166,7 @@ def main(argv: list[str]) -> None:
     if _DRY_RUN.value:
         _dry_run(workdir, spec)
         return
+    created = not workdir.exists()
     try:  # one driver per sweep workdir; the OS frees the lock when this process ends
         workdir.mkdir(parents=True, exist_ok=True)
         workdir_lock.acquire(workdir, "sweep workdir")
@@ -188,6 +190,8 @@ def main(argv: list[str]) -> None:
                 check=_PREFLIGHT.value,
             )
     except (sweeps.SweepError, backends.BackendError) as error:
+        if created and {p.name for p in workdir.iterdir()} <= {workdir_lock.LOCK_FILE}:
+            shutil.rmtree(workdir, ignore_errors=True)  # e.g. the pre-flight failed: no trace
         _fail(str(error), EXIT_CONFIG_ERROR)
     except OSError as error:  # unwritable or full workdir, a workdir below a file...
         _fail(records.describe_error(error), EXIT_CONFIG_ERROR)

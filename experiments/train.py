@@ -87,6 +87,8 @@ def _find(path: str) -> Path | None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param", 2)
+    if _WORKDIR.value is None and not _LIST_PROBLEMS.value:  # before TF's import logs a line
+        _fail("--workdir is required (the run's output folder)", EXIT_CONFIG_ERROR)
     if _WORKERS.value:
         _launch_workers()
     from experiments import startup
@@ -104,8 +106,6 @@ def main(argv: list[str]) -> None:
                 f"{info['description']}"
             )
         return
-    if _WORKDIR.value is None:
-        _fail("--workdir is required (the run's output folder)", EXIT_CONFIG_ERROR)
 
     logging.set_verbosity(logging.INFO)
     _add_search_path(gin)

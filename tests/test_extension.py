@@ -320,7 +320,18 @@ def test_array_data_from_train_dataset_is_a_short_error(tmp_path):
     assert "register_dataset" in message and "shape=(5000, 10)" in message
 
 
-def test_register_model_by_name_and_gin_reference(tmp_path):
+@pytest.fixture
+def restore_models():
+    """The models this test registers leave the registry afterwards (test_models pins it)."""
+    from dirgrad_opt import models
+
+    before = dict(models.MODELS)
+    yield
+    models.MODELS.clear()
+    models.MODELS.update(before)
+
+
+def test_register_model_by_name_and_gin_reference(tmp_path, restore_models):
     def tiny_net(input_shape, num_classes, width=4):
         return keras.Sequential(
             [keras.Input(input_shape), keras.layers.Dense(width), keras.layers.Dense(num_classes)]

@@ -356,7 +356,7 @@ def train(
         raise ConfigError("train.jit_compile = True is not supported with train.strategy")
     runner = _Runner(Path(workdir), options, float(progress_every_s), stop_after)
     runner.problem = problem
-    write_dir = runner.workdir if dist is None else dist.write_dir(runner.workdir)
+    write_dir = workdir if dist is None else dist.write_dir(runner.workdir)  # '' is refused
     handle = workdirs.open_workdir(write_dir)  # a non-chief worker locks its temporary folder
     try:
         previous = runner.check_workdir()  # the chief's workdir, which every worker reads
