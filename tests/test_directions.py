@@ -122,3 +122,62 @@ def test_bad_arguments():
         directions.gaussian([tf.Variable([1, 2])], seed=0)
     with pytest.raises(ValueError, match="empty"):
         directions.gaussian([], seed=0)
+
+
+# -- one stream per seed: the whole draw and a leaf drawn alone agree ------------------------
+
+_LEAF_SHAPES = [(40, 33), (33,), (17, 5), (3,), (1,)]
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64, tf.bfloat16])
+@pytest.mark.parametrize("name", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("k", [None, 3])
+def test_a_leaf_drawn_alone_equals_that_leaf_of_the_whole_draw(dtype, name, k):
+    """MeZO's in-place mode regenerates z leaf by leaf: it must be the z the whole draw gives."""
+    variables = [tf.Variable(tf.zeros(s, dtype)) for s in _LEAF_SHAPES]
+    seed = directions.make_seed(5, 2)
+
+    @tf.function
+    def both():
+        whole = directions.sample(name, variables, seed, k)
+        alone = [directions.leaf(name, variables, seed, i, k) for i in range(len(variables))]
+        return whole, alone
+
+    whole, alone = both()
+    for a, b in zip(whole, alone, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    flat = np.concatenate([leaf.numpy().astype(np.float64).ravel() for leaf in whole])
+    # the leaves are disjoint pieces of one stream: no leaf repeats another's numbers
+    heads = {tuple(leaf.numpy().astype(np.float64).ravel()[:30]) for leaf in whole[:3]}
+    assert len(heads) == 3
+    assert abs(flat.mean()) < 0.1 and abs(flat.var() - 1.0) < 0.1
+
+
+def test_the_whole_draw_is_one_random_kernel_call():
+    """Drawing z for a many-leaf model costs one Philox call, not one (plus seed folds) per leaf."""
+    variables = [tf.Variable(tf.zeros(s)) for s in _LEAF_SHAPES]
+    for name in ("gaussian", "rademacher"):
+        graph = (
+            tf.function(lambda name=name: directions.sample(name, variables, seed=3))
+            .get_concrete_function()
+            .graph
+        )
+        kernels = [
+            op.type for op in graph.get_operations() if op.type.startswith("StatelessRandom")
+        ]
+        assert kernels.count("StatelessRandomGetKeyCounter") == 1, kernels
+        assert len(kernels) == 2, kernels  # the key/counter, then one draw
+
+
+def test_the_philox_counter_carries_into_its_high_word():
+    counter = tf.constant([2**64 - 2, 7], tf.uint64)
+    np.testing.assert_array_equal(directions._advance(counter, 5).numpy(), [3, 8])
+    np.testing.assert_array_equal(directions._advance(counter, 1).numpy(), [2**64 - 1, 7])
+
+
+def test_leaf_refuses_normalised_samplers_and_bad_indices():
+    variables = [tf.Variable(tf.zeros(s)) for s in _LEAF_SHAPES]
+    with pytest.raises(ValueError, match="normalises over all leaves"):
+        directions.leaf("unit_sphere", variables, 0, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        directions.leaf("gaussian", variables, 0, 5)
