@@ -65,7 +65,11 @@ import tensorflow as tf
 
 from dirgrad_opt import directions, tree
 from dirgrad_opt.optimizers.base import DirectionalOptimizer, StepContext, check_positive
-from dirgrad_opt.optimizers.random_direction import _step_seed, estimator_diagnostics
+from dirgrad_opt.optimizers.random_direction import (
+    EstimateStep,
+    _step_seed,
+    estimator_diagnostics,
+)
 
 __all__ = [
     "ActivityForwardGradient",
@@ -312,7 +316,7 @@ def _draw(distribution: str, shape: tf.Tensor, seed: tf.Tensor, dtype: tf.DType)
     return directions.rademacher_bits(shape, seed, dtype)
 
 
-class _ActivityPerturbation(DirectionalOptimizer):
+class _ActivityPerturbation(EstimateStep, DirectionalOptimizer):
     """Shared machinery of the activity-perturbation estimators (not registered)."""
 
     def __init__(
@@ -484,11 +488,6 @@ class _ActivityPerturbation(DirectionalOptimizer):
         """``(global loss, [j^1..j^{L-1}, j^L], layer inputs, head inputs)``; by the subclasses."""
         raise NotImplementedError
 
-    @property
-    def inner(self) -> keras.optimizers.Optimizer | None:
-        """The Keras optimizer fed the estimate (``None``: SGD with ``learning_rate``)."""
-        return self.direction_optimizer
-
     # -- model access ------------------------------------------------------------------------
     def _layout(self, closure: Any, variables: Sequence[Any]) -> tuple[list, list[tuple]]:
         """The tapped layers and, per variable, ``(layer index, "kernel" | "bias")``."""
@@ -597,29 +596,14 @@ class _ActivityPerturbation(DirectionalOptimizer):
         if self.diagnostics:
             _, grads = ctx.loss_and_gradient()
             ctx.metrics.update(estimator_diagnostics(estimate, grads))
-        if self.inner is None:
-            return loss, [-g for g in estimate], -tf.cast(tree.dot(estimate, estimate), loss.dtype)
-        d = self._inner_direction(ctx, estimate)
-        return loss, d, tf.cast(tree.dot(estimate, d), loss.dtype)
-
-    def compute_step_size(
-        self, ctx: StepContext, loss: tf.Tensor, direction: list[tf.Tensor], slope: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """``η`` (scheduled), or 1 with ``inner`` (the inner update is the whole step)."""
-        if self.inner is not None:
-            return tf.ones([], loss.dtype), tf.constant(True)
-        return super().compute_step_size(ctx, loss, direction, slope)
+        return self.descend(ctx, loss, estimate)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.pop("direction", None)
-        if self.inner is not None:
-            config.pop("learning_rate", None)
         config.update(
             num_samples=self.num_samples,
             distribution=self.distribution,
             layers=self.layers,
-            inner=keras.optimizers.serialize(self.inner) if self.inner is not None else None,
             seed=self.seed,
             diagnostics=self.diagnostics,
             local_losses=self.local_losses,

@@ -45,6 +45,7 @@ from dirgrad_opt.optimizers.base import (
 from dirgrad_opt.optimizers.line_searches import ArmijoLineSearch
 
 __all__ = [
+    "EstimateStep",
     "ForwardGradient",
     "RandomDirectionLineSearch",
     "ZerothOrder",
@@ -246,8 +247,50 @@ def _report_diagnostics(ctx: StepContext, estimate: Sequence[tf.Tensor]) -> None
 # ----------------------------------------------------------------------------- ForwardGradient
 
 
+class EstimateStep:
+    """Mixin for rules that form a gradient estimate ``g̃``: SGD on it, or an inner optimizer's.
+
+    With no inner optimizer the step is ``w ← w − η g̃`` (``η`` the scheduled learning rate,
+    slope ``−g̃·g̃`` unless the rule knows better); with ``inner`` set (``direction_optimizer``),
+    the inner Keras optimizer consumes ``g̃`` as its gradient and its update ``Δw`` is the whole
+    step (step size 1, slope ``g̃·Δw``).
+    """
+
+    @property
+    def inner(self) -> keras.optimizers.Optimizer | None:
+        """The Keras optimizer fed the estimate (``None``: plain SGD with ``learning_rate``)."""
+        return self.direction_optimizer
+
+    def descend(
+        self, ctx: StepContext, loss: tf.Tensor, estimate: list[tf.Tensor]
+    ) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+        """``(loss, d, slope)`` for the estimate: ``d = −g̃``, or the inner optimizer's update."""
+        if self.inner is None:
+            return loss, [-g for g in estimate], -tf.cast(tree.dot(estimate, estimate), loss.dtype)
+        d = self._inner_direction(ctx, estimate)
+        return loss, d, tf.cast(tree.dot(estimate, d), loss.dtype)
+
+    def compute_step_size(
+        self, ctx: StepContext, loss: tf.Tensor, direction: list[tf.Tensor], slope: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """``η`` (scheduled), or 1 with ``inner`` (the inner update is the whole step)."""
+        if self.inner is not None:
+            return tf.ones([], loss.dtype), tf.constant(True)
+        return super().compute_step_size(ctx, loss, direction, slope)
+
+    def get_config(self) -> dict[str, Any]:
+        """The base config with ``inner`` serialized in place of ``direction`` (and no
+        ``learning_rate`` when the inner optimizer carries it)."""
+        config = super().get_config()
+        config.pop("direction", None)
+        if self.inner is not None:
+            config.pop("learning_rate", None)
+        config["inner"] = keras.optimizers.serialize(self.inner) if self.inner is not None else None
+        return config
+
+
 @keras.saving.register_keras_serializable(package="dirgrad_opt")
-class ForwardGradient(DirectionalOptimizer):
+class ForwardGradient(EstimateStep, DirectionalOptimizer):
     """Forward-gradient descent: an unbiased gradient estimate from K directional derivatives.
 
     Each step draws K directions ``v_k`` (seeded by the step number), measures ``∇L(w)·v_k``
@@ -389,11 +432,6 @@ class ForwardGradient(DirectionalOptimizer):
             )
         self.variance_control = variance_control
 
-    @property
-    def inner(self) -> keras.optimizers.Optimizer | None:
-        """The Keras optimizer that consumes ``g̃`` (``None``: plain SGD with ``learning_rate``)."""
-        return self.direction_optimizer
-
     def sample_directions(self, variables: Sequence[Any], seed: tf.Tensor) -> tuple[Any, float]:
         """This step's K directions (leaves ``[K, *shape]``) and their second moment ``s``."""
         name = "orthogonal" if self.orthogonal else self.distribution
@@ -417,29 +455,16 @@ class ForwardGradient(DirectionalOptimizer):
                 scale = tf.cast(scale, loss.dtype)
                 return loss, [-tf.cast(scale, g.dtype) * g for g in estimate], scale * slope
             return loss, [-g for g in estimate], slope
-        d = self._inner_direction(ctx, estimate)
-        return loss, d, tf.cast(tree.dot(estimate, d), loss.dtype)
-
-    def compute_step_size(
-        self, ctx: StepContext, loss: tf.Tensor, direction: list[tf.Tensor], slope: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """``η`` (scheduled), or 1 with ``inner`` (the inner update is the whole step)."""
-        if self.inner is not None:
-            return tf.ones([], loss.dtype), tf.constant(True)
-        return super().compute_step_size(ctx, loss, direction, slope)
+        return self.descend(ctx, loss, estimate)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.pop("direction", None)
-        if self.inner is not None:
-            config.pop("learning_rate", None)
         config.update(
             num_directions=self.num_directions,
             distribution=self.distribution,
             orthogonal=self.orthogonal,
             method=self.method,
             fd_step=self.fd_step,
-            inner=keras.optimizers.serialize(self.inner) if self.inner is not None else None,
             seed=self.seed,
             diagnostics=self.diagnostics,
             variance_control=self.variance_control,
@@ -554,14 +579,14 @@ class ZerothOrder(DirectionalOptimizer):
     def perturbation(self, variables: Sequence[Any], seed: tf.Tensor, index: int) -> tf.Tensor:
         """Leaf ``index`` of the perturbation ``z`` for the per-sample ``seed``.
 
-        Drawn from ``make_seed(seed, index)`` so that one leaf can be regenerated alone.
+        Leaf ``index``'s segment of the seed's random stream (:func:`dirgrad_opt.directions.leaf`),
+        so one leaf regenerated alone equals that leaf of :meth:`perturbations`.
         """
-        spec = tf.TensorSpec(variables[index].shape, tf.as_dtype(variables[index].dtype))
-        return directions.sample(self.distribution, [spec], directions.make_seed(seed, index))[0]
+        return directions.leaf(self.distribution, list(variables), seed, index)
 
     def perturbations(self, variables: Sequence[Any], seed: tf.Tensor) -> list[tf.Tensor]:
-        """Every leaf of ``z`` for ``seed`` (the same numbers as :meth:`perturbation`)."""
-        return [self.perturbation(variables, seed, i) for i in range(len(variables))]
+        """Every leaf of ``z`` for ``seed``, one draw (the same numbers as :meth:`perturbation`)."""
+        return list(directions.sample(self.distribution, list(variables), seed))
 
     def _perturb(self, ctx: StepContext, seed: tf.Tensor, scale: float, after: list[Any]) -> list:
         """In-place mode: ``w ← w + scale·z``, leaf by leaf, ``z`` regenerated (MeZO)."""
