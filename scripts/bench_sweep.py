@@ -1,4 +1,4 @@
-"""Sweep throughput: trials per second with ``--parallel=1`` vs ``--parallel=2`` (local backend).
+"""Sweep throughput: trials per second with ``--parallel=1`` vs ``--parallel=2`` (local and Ray).
 
     python scripts/bench_sweep.py                      # 8 short MNIST-1D trials, 3 repeats
     python scripts/bench_sweep.py --trials=8 --steps=200 --repeats=3 --out=/tmp/bench_sweep.md
@@ -15,7 +15,9 @@ evaluation, outputs). Settings:
   pools (one thread per core each) — what the thread limit avoids;
 * ``warm`` (``--warm``): the same two settings with warm trial workers
   (:mod:`dirgrad_opt.sweeps.workers`: one long-lived process per slot) instead of a process
-  per trial.
+  per trial;
+* ``ray`` (``--ray``): a local Ray instance at parallel=2, one task per trial (a fresh trial
+  process each) and warm actors (``reuse_actors``-style: one warm trial worker per actor).
 
 Per-trial overhead = the trial's wall time (``status.json`` duration) minus its training time
 (``result.json`` ``times.train_s``): process start, TF import, data, tracing, evaluation, output.
@@ -67,11 +69,16 @@ def own_cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_once(spec, gin_params, parallel: int, threads: int | None, root: Path, warm: bool):
+def run_once(
+    spec, gin_params, parallel: int, threads: int | None, root: Path, warm: bool, ray: bool = False
+):
     """``(wall seconds, cores used by other processes, per-trial overheads)`` of one sweep in
     a fresh workdir; raises if a trial did not finish ok."""
     workdir = Path(tempfile.mkdtemp(dir=root, prefix=f"p{parallel}_"))
-    backend = backends.LocalBackend(parallel, threads, warm=warm)
+    if ray:  # a local Ray instance, started and stopped by the sweep (counted in its wall time)
+        backend = backends.RayBackend(parallel=parallel, cpus_per_trial=1, warm=warm)
+    else:
+        backend = backends.LocalBackend(parallel, threads, warm=warm)
     busy0, own0 = busy_cpu_s(), own_cpu_s()
     t0 = time.perf_counter()
     report = sweeps.run_sweep(
@@ -103,6 +110,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--oversubscribed", action="store_true", help="also parallel=2 unlimited")
     parser.add_argument("--warm", action="store_true", help="also the warm-worker settings")
+    parser.add_argument(
+        "--ray", action="store_true", help="also Ray at parallel=2: a task per trial, warm actors"
+    )
     parser.add_argument("--out", default=None, help="also write the Markdown table here")
     args = parser.parse_args()
 
@@ -125,6 +135,10 @@ def main() -> None:
         settings.append(
             (f"parallel=2, {max(1, cores // 2)} thread(s), warm workers", 2, None, True)
         )
+    settings = [(*setting, False) for setting in settings]
+    if args.ray:
+        settings.append(("ray, parallel=2, a task per trial", 2, None, False, True))
+        settings.append(("ray, parallel=2, warm actors", 2, None, True, True))
     times: dict[str, list[float]] = {name: [] for name, *_ in settings}
     others: dict[str, list[float]] = {name: [] for name, *_ in settings}
     overhead: dict[str, list[float]] = {name: [] for name, *_ in settings}
@@ -132,8 +146,10 @@ def main() -> None:
     try:
         for repeat in range(args.repeats):
             order = settings if repeat % 2 == 0 else list(reversed(settings))
-            for name, parallel, threads, warm in order:
-                seconds, foreign, extra = run_once(spec, gin_params, parallel, threads, root, warm)
+            for name, parallel, threads, warm, ray in order:
+                seconds, foreign, extra = run_once(
+                    spec, gin_params, parallel, threads, root, warm, ray
+                )
                 times[name].append(seconds)
                 others[name].append(foreign)
                 overhead[name].extend(extra)
