@@ -51,6 +51,7 @@ Four parts (``--parts``), all in one process unless noted:
 
     python scripts/bench_optimizers.py [--parts=step,mnist1d,drift] [--repeats=30]
         [--compile=graph] [--out=FILE]
+    python scripts/bench_optimizers.py --parts=finetune --ft_seeds=0,1,2 --ft_shifts=noise,geometry
 
 Prints Markdown (the machine, the command, the tables) to stdout and to ``--out`` if given.
 """
