@@ -116,6 +116,10 @@ def _sweep_json(spec: dict) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}")
+    try:  # before the imports below (TensorFlow): a typo fails at once
+        best_seeds = [int(v) for v in _BEST_SEEDS.value]
+    except ValueError:
+        _fail(f"--best_seeds={','.join(_BEST_SEEDS.value)!r}: give integers")
     from dirgrad_opt import sweeps, user_modules
     from dirgrad_opt.sweeps import records, runner, summary
 
@@ -133,12 +137,6 @@ def main(argv: list[str]) -> None:
                 f"{', '.join(summary.METRICS)}"
             )
         weights = records.parse_cost_weights(_COST_WEIGHTS.value)
-        try:
-            best_seeds = [int(v) for v in _BEST_SEEDS.value]
-        except ValueError:
-            raise ValueError(
-                f"--best_seeds={','.join(_BEST_SEEDS.value)!r}: give integers"
-            ) from None
         skipped: list[str] = []  # unreadable runs, each warned about and left out
         found = sweeps.discover(workdirs, skipped)
         target = sweeps.parse_target(_TARGET.value, "--target") if _TARGET.value else None
