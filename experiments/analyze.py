@@ -26,6 +26,7 @@ the path, and the errno for I/O errors).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -42,6 +43,14 @@ _SELECT = flags.DEFINE_string(
 )
 _COST_WEIGHTS = flags.DEFINE_string(
     "cost_weights", "", "Forward-pass equivalents per pass, e.g. 'backward=2,jvp=1' (defaults)."
+)
+_BEST_SWEEP = flags.DEFINE_string(
+    "best_sweep_file",
+    None,
+    "Also write a sweep file rerunning each optimizer's selected configuration on --best_seeds.",
+)
+_BEST_SEEDS = flags.DEFINE_list(
+    "best_seeds", ["0", "1", "2", "3", "4"], "Seeds of --best_sweep_file."
 )
 _TAU_MAX = flags.DEFINE_float("tau_max", 4.0, "Largest ratio of the performance profiles.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write PNG plots (needs matplotlib).")
@@ -86,9 +95,31 @@ def _slice_range(text: str | None) -> tuple[float, float] | None:
     return low, high
 
 
+def _sweep_target(workdirs: list[Path]) -> object:
+    """The ``"target"`` of the first sweep among ``workdirs`` that has one, else ``None``."""
+    from dirgrad_opt.sweeps import records, runner
+
+    for w in workdirs:
+        spec = (runner.read_json(w / records.SWEEP_FILE) or {}).get("spec", {})
+        if "target" in spec:
+            return spec["target"]
+    return None
+
+
+def _sweep_json(spec: dict) -> str:
+    """A sweep file's JSON with one line per sub-sweep (readable, diff-friendly)."""
+    union = ",\n".join("    " + json.dumps(u) for u in spec["union"])
+    rest = "".join(f',\n  "{k}": {json.dumps(v)}' for k, v in spec.items() if k != "union")
+    return '{\n  "union": [\n' + union + "\n  ]" + rest + "\n}\n"
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}")
+    try:  # before the imports below (TensorFlow): a typo fails at once
+        best_seeds = [int(v) for v in _BEST_SEEDS.value]
+    except ValueError:
+        _fail(f"--best_seeds={','.join(_BEST_SEEDS.value)!r}: give integers")
     from dirgrad_opt import sweeps, user_modules
     from dirgrad_opt.sweeps import records, runner, summary
 
@@ -125,6 +156,15 @@ def main(argv: list[str]) -> None:
         written = sweeps.write_report(
             found, out, target, _SELECT.value, weights, _PLOTS.value, _TAU_MAX.value, skipped
         )
+        if _BEST_SWEEP.value:
+            spec = summary.best_sweep(
+                summary.best_per_optimizer(summary.group_configs(found), _SELECT.value),
+                best_seeds,
+                _sweep_target(workdirs),
+            )
+            sweeps.parse_sweep(spec, where="--best_sweep_file")  # what experiments.sweep accepts
+            Path(_BEST_SWEEP.value).write_text(_sweep_json(spec), encoding="utf-8")
+            written.append(Path(_BEST_SWEEP.value))
         if _SLICE_RUN.value:
             from dirgrad_opt.sweeps import landscape, plots
 

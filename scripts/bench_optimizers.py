@@ -1,6 +1,6 @@
 """Benchmark of the random-direction optimizers against backprop: cost, time, memory, accuracy.
 
-Three parts (``--parts``), all in one process unless noted:
+Four parts (``--parts``), all in one process unless noted:
 
 ``step``
     One training step of each optimizer on the same MLP (default 784-512-512-10, relu, batch
@@ -36,12 +36,22 @@ Three parts (``--parts``), all in one process unless noted:
     is chosen by the final *training* loss (never by test accuracy), and its test accuracy is
     reported.
 
+``finetune``
+    The MeZO regime: pretrain the MNIST-1D MLP with Adam, then fine-tune it on a shifted
+    MNIST-1D (``--ft_shifts``: other noise / scale / shear / padding settings of the mnist1d
+    generator, ``FT_SHIFTS``) with backprop and backprop-free methods at an equal FPE budget,
+    per seed of ``--ft_seeds``. Each method's learning rate is chosen on examples held out from
+    the shifted training set; reported: shifted test accuracy along the budget, mean ± std over
+    seeds, source accuracy after, step peak memory (batch 100 and ``--ft_memory_batch``) and
+    optimizer state.
+
 ``drift``
     The weights' drift of ``ZerothOrder`` with learning rate 0 after ``--drift_steps`` steps, in
     the exact mode (must be 0) and MeZO's in-place mode, on an MLP 40-64-10.
 
     python scripts/bench_optimizers.py [--parts=step,mnist1d,drift] [--repeats=30]
         [--compile=graph] [--out=FILE]
+    python scripts/bench_optimizers.py --parts=finetune --ft_seeds=0,1,2 --ft_shifts=noise,geometry
 
 Prints Markdown (the machine, the command, the tables) to stdout and to ``--out`` if given.
 """
@@ -502,17 +512,49 @@ def run_mnist1d_part(seed: int, budget: int) -> str:
 _FT_PRETRAIN = flags.DEFINE_integer("ft_pretrain_steps", 4000, "finetune: Adam pretraining steps")
 _FT_BUDGET = flags.DEFINE_integer("ft_budget_fpe", 6000, "finetune: budget in FPE per method")
 _FT_EVAL = flags.DEFINE_integer("ft_eval_every_fpe", 1500, "finetune: FPE between evaluations")
+_FT_SEEDS = flags.DEFINE_list("ft_seeds", [], "finetune: seeds (default: --seed)")
+_FT_METHODS = flags.DEFINE_list(
+    "ft_methods", [], "finetune: only the methods whose name starts with one of these"
+)
+_FT_VALID = flags.DEFINE_integer(
+    "ft_validation_size", 500, "finetune: shifted training examples held out for selection"
+)
+_FT_MEMORY_BATCH = flags.DEFINE_integer(
+    "ft_memory_batch", 1000, "finetune: batch of the second step-peak measurement (0: skip)"
+)
+
+#: Shifted MNIST-1D domains: (description, changes to ``mnist1d.data.get_dataset_args()``).
+FT_SHIFTS: dict[str, tuple[str, Callable[[Any], None]]] = {
+    "noise": (
+        "5× i.i.d. noise, 2× correlated noise, scale_coeff 0.6",
+        lambda a: (
+            setattr(a, "iid_noise_scale", 5 * a.iid_noise_scale),
+            setattr(a, "corr_noise_scale", 2 * a.corr_noise_scale),
+            setattr(a, "scale_coeff", 0.6),
+        ),
+    ),
+    "geometry": (
+        "scale_coeff 0.8 (source 0.4), shear_scale 1.5 (0.75), padding 20–76 (36–60), "
+        "noise unchanged",
+        lambda a: (
+            setattr(a, "scale_coeff", 0.8),
+            setattr(a, "shear_scale", 1.5),
+            setattr(a, "padding", [20, 76]),
+        ),
+    ),
+}
+_FT_SHIFTS = flags.DEFINE_list(
+    "ft_shifts", ["noise"], "finetune: shifted domains, of " + ", ".join(FT_SHIFTS)
+)
 
 
-def _shifted_mnist1d(seed: int) -> dict[str, np.ndarray]:
-    """MNIST-1D regenerated with 5× the i.i.d. noise, 2× the correlated noise, a larger scale
-    range and another generator seed: a shifted domain for fine-tuning (4000 / 1000)."""
+def _shifted_mnist1d(seed: int, shift: str = "noise") -> dict[str, np.ndarray]:
+    """MNIST-1D regenerated with the generator changes of ``FT_SHIFTS[shift]`` and generator
+    seed ``1000 + seed``: a shifted domain for fine-tuning (4000 train / 1000 test)."""
     import mnist1d.data
 
     args = mnist1d.data.get_dataset_args()
-    args.iid_noise_scale *= 5
-    args.corr_noise_scale *= 2
-    args.scale_coeff = 0.6
+    FT_SHIFTS[shift][1](args)
     args.seed = 1000 + seed
     np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     try:
@@ -522,27 +564,41 @@ def _shifted_mnist1d(seed: int) -> dict[str, np.ndarray]:
         random.setstate(py_state)
 
 
+#: Learning rates of the weight-perturbation ZO methods (their winners sat at 1e-4, the top of
+#: a first grid 1e-5..1e-4, on every seed and shift).
+ZO_FT_GRID = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
+
+
 def _finetune_methods() -> list[tuple[str, int, list[float], Callable[[float], Any]]]:
-    """(name, FPE per step, learning-rate grid, factory) of the fine-tuning study."""
+    """(name, FPE per step, learning-rate grid, factory) of the fine-tuning study, filtered by
+    ``--ft_methods``."""
+    return [
+        m
+        for m in _all_finetune_methods()
+        if not _FT_METHODS.value or any(m[0].startswith(p) for p in _FT_METHODS.value)
+    ]
+
+
+def _all_finetune_methods() -> list[tuple[str, int, list[float], Callable[[float], Any]]]:
     return [
         ("Adam (backprop)", 3, [1e-4, 3e-4, 1e-3], lambda lr: keras.optimizers.Adam(lr)),
         ("SGD (backprop)", 3, [0.01, 0.03, 0.1], lambda lr: keras.optimizers.SGD(lr)),
         (
             "ZerothOrder (MeZO, in place, ±1)",
             2,
-            [1e-5, 3e-5, 1e-4],
+            ZO_FT_GRID,
             lambda lr: ZerothOrder(lr, in_place=True, distribution="rademacher"),
         ),
         (
             "ZOAdam (±1)",
             2,
-            [1e-5, 3e-5, 1e-4],
+            ZO_FT_GRID,
             lambda lr: ZOAdam(lr, distribution="rademacher"),
         ),
         (
             "LowRankZerothOrder r=2",
             2,
-            [1e-5, 3e-5, 1e-4],
+            ZO_FT_GRID,
             lambda lr: LowRankZerothOrder(lr),
         ),
         (
@@ -560,8 +616,42 @@ def _finetune_methods() -> list[tuple[str, int, list[float], Callable[[float], A
     ]
 
 
-def run_finetune_part(seed: int) -> str:
-    """Pretrain with Adam on MNIST-1D, fine-tune on a shifted MNIST-1D at equal FPE budgets."""
+def _finetune_step(model: keras.Model, opt: Any, batch: int) -> tuple[Callable, Any, Any]:
+    """A traced fine-tuning step of ``opt`` on batches fed through two variables."""
+    closure_based = hasattr(opt, "minimize")
+    xb = tf.Variable(tf.zeros([batch, 40]))
+    yb = tf.Variable(tf.zeros([batch], tf.int32))
+
+    @tf.function
+    def step() -> tf.Tensor:
+        if closure_based:
+            closure = ModelClosure(model, _cross_entropy, xb.read_value(), yb.read_value())
+            return opt.minimize(closure, model.trainable_variables)["loss"]
+        with tf.GradientTape() as tape:
+            loss = _cross_entropy(model(xb.read_value()), yb.read_value())
+        opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return loss
+
+    return step, xb, yb
+
+
+def _step_peak(step: Callable[[], Any]) -> int:
+    """Transient bytes of one step (TF allocator peak − bytes in use before it)."""
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    step().numpy()
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+
+
+def run_finetune_part(seed: int, shift: str = "noise", memory: bool = True) -> dict[str, Any]:
+    """Pretrain with Adam on MNIST-1D, fine-tune on a shifted MNIST-1D at equal FPE budgets.
+
+    Each method runs every learning rate of its grid from the same pretrained weights on the
+    shifted training set minus ``--ft_validation_size`` held-out examples; the learning rate
+    with the best final accuracy on those held-out examples (then the lowest loss) is kept, and
+    its shifted *test* accuracies along the budget are reported. With ``memory``, the chosen
+    setting's step peak is also measured at batch ``--ft_memory_batch``.
+    """
     from dirgrad_opt.data import load_dataset
     from dirgrad_opt.models import mnist1d_mlp
 
@@ -581,11 +671,16 @@ def run_finetune_part(seed: int) -> str:
 
     pretrain()
     pretrained = [v.numpy() for v in model.trainable_variables]
-    shifted = _shifted_mnist1d(seed)
-    xs, ys = shifted["x"].astype(np.float32), shifted["y"].astype(np.int32)
+    shifted = _shifted_mnist1d(seed, shift)
+    num_valid = _FT_VALID.value
+    x_all, y_all = shifted["x"].astype(np.float32), shifted["y"].astype(np.int32)
+    if not 0 < num_valid <= len(x_all) - 100:
+        raise ValueError(f"--ft_validation_size={num_valid}: give 1..{len(x_all) - 100}")
+    xs, ys = x_all[:-num_valid], y_all[:-num_valid]
+    xv, yv = x_all[-num_valid:], y_all[-num_valid:]
     xt, yt = shifted["x_test"].astype(np.float32), shifted["y_test"].astype(np.int32)
 
-    def accuracy(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    def evaluate(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         logits = model(tf.constant(x))
         loss = float(_cross_entropy(logits, tf.constant(y)))
         return loss, float(np.mean(np.argmax(logits.numpy(), 1) == y))
@@ -597,21 +692,18 @@ def run_finetune_part(seed: int) -> str:
             count += int(y.shape[0])
         return correct / count
 
-    base_src = source_accuracy()
-    _, base_shift = accuracy(xt, yt)
-    lines = [
-        f"Pretraining: Adam 1e-2, {_FT_PRETRAIN.value} steps of 100 on MNIST-1D: test accuracy "
-        f"{base_src:.3f} on MNIST-1D, **{base_shift:.3f} on the shifted test set** before "
-        "fine-tuning. Shifted MNIST-1D: 5× i.i.d. noise, 2× correlated noise, scale_coeff 0.6, "
-        f"generator seed {1000 + seed} (4000 train / 1000 test). Each method fine-tunes from "
-        f"the same weights for {_FT_BUDGET.value:,} FPE (batch 100), learning rate chosen by the "
-        "final training loss on the shifted training set.",
-        "",
-        "| method | FPE/step | steps | lr | shifted test acc at FPE "
-        + " / ".join(str(f) for f in range(_FT_EVAL.value, _FT_BUDGET.value + 1, _FT_EVAL.value))
-        + " | final train loss | source test acc after | step peak MB | state MB |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    def restore() -> None:
+        for v, w in zip(model.trainable_variables, pretrained, strict=True):
+            v.assign(w)
+
+    part: dict[str, Any] = {
+        "seed": seed,
+        "shift": shift,
+        "base_source": source_accuracy(),
+        "base_shift": evaluate(xt, yt)[1],
+        "num_train": len(xs),
+        "rows": [],
+    }
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(xs))
     batches = [order[i : i + 100] for i in range(0, len(xs) - 99, 100)]
@@ -620,60 +712,115 @@ def run_finetune_part(seed: int) -> str:
         evals = [f // cost for f in range(_FT_EVAL.value, _FT_BUDGET.value + 1, _FT_EVAL.value)]
         best = None
         for lr in grid:
-            for v, w in zip(model.trainable_variables, pretrained, strict=True):
-                v.assign(w)
+            restore()
             opt = make(lr)
             opt.build(model.trainable_variables)
-            closure_based = hasattr(opt, "minimize")
-            xb = tf.Variable(tf.zeros([100, 40]))
-            yb = tf.Variable(tf.zeros([100], tf.int32))
-
-            @tf.function
-            def step(opt=opt, closure_based=closure_based, xb=xb, yb=yb) -> tf.Tensor:
-                if closure_based:
-                    closure = ModelClosure(model, _cross_entropy, xb.read_value(), yb.read_value())
-                    return opt.minimize(closure, model.trainable_variables)["loss"]
-                with tf.GradientTape() as tape:
-                    loss = _cross_entropy(model(xb.read_value()), yb.read_value())
-                opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-                return loss
-
+            step, xb, yb = _finetune_step(model, opt, 100)
             curve, peak = [], 0
             for i in range(steps):
                 idx = batches[i % len(batches)]
                 xb.assign(xs[idx])
                 yb.assign(ys[idx])
                 if i == 5:
-                    tf.config.experimental.reset_memory_stats("CPU:0")
-                    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-                    step().numpy()
-                    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+                    peak = _step_peak(step)
                 else:
                     step()
                 if i + 1 in evals:
-                    curve.append(accuracy(xt, yt)[1])
-            train_loss, _ = accuracy(xs, ys)
+                    curve.append(evaluate(xt, yt)[1])
+            valid_loss, valid_acc = evaluate(xv, yv)
+            train_loss, _ = evaluate(xs, ys)
             result = {
+                "name": name,
+                "cost": cost,
+                "steps": steps,
                 "lr": lr,
                 "curve": curve,
+                "valid_acc": valid_acc,
+                "valid_loss": valid_loss if np.isfinite(valid_loss) else float("inf"),
                 "train_loss": train_loss if np.isfinite(train_loss) else float("inf"),
                 "source": source_accuracy(),
                 "peak": peak,
+                "peak_large": None,
                 "state": _state_bytes(opt),
             }
             print(
-                f"  finetune: {name} lr={lr:g}: shifted test {curve[-1]:.3f}, train loss "
-                f"{train_loss:.3f}",
+                f"  finetune[{shift}, seed {seed}]: {name} lr={lr:g}: valid {valid_acc:.3f}, "
+                f"shifted test {curve[-1]:.3f}, train loss {train_loss:.3f}",
                 file=sys.stderr,
             )
-            if best is None or result["train_loss"] < best["train_loss"]:
+            if best is None or (-result["valid_acc"], result["valid_loss"]) < (
+                -best["valid_acc"],
+                best["valid_loss"],
+            ):
                 best = result
-        lines.append(
-            f"| {name} | {cost} | {steps:,} | {best['lr']:g} | "
-            + " / ".join(f"{a:.3f}" for a in best["curve"])
-            + f" | {best['train_loss']:.3f} | {best['source']:.3f} | {best['peak'] / MB:.2f} "
-            f"| {best['state'] / MB:.3f} |"
-        )
+        if memory and _FT_MEMORY_BATCH.value > 0:  # the chosen setting at a large batch
+            restore()
+            opt = make(best["lr"])
+            opt.build(model.trainable_variables)
+            big = _FT_MEMORY_BATCH.value
+            step, xb, yb = _finetune_step(model, opt, big)
+            idx = np.arange(big) % len(xs)
+            xb.assign(xs[idx])
+            yb.assign(ys[idx])
+            step()  # traces
+            best["peak_large"] = max(_step_peak(step) for _ in range(3))
+        part["rows"].append(best)
+    return part
+
+
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    """``mean ± std`` (sample std; the value alone for one seed)."""
+    a = np.asarray(values, float)
+    if len(a) == 1:
+        return f"{a[0]:.{digits}f}"
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1):.{digits}f}"
+
+
+def finetune_report(parts: list[dict[str, Any]]) -> str:
+    """Markdown per shift: each method's chosen setting, mean ± std over the seeds."""
+    lines: list[str] = []
+    shifts = list(dict.fromkeys(p["shift"] for p in parts))
+    marks = list(range(_FT_EVAL.value, _FT_BUDGET.value + 1, _FT_EVAL.value))
+    for shift in shifts:
+        runs = [p for p in parts if p["shift"] == shift]
+        seeds = [p["seed"] for p in runs]
+        big = _FT_MEMORY_BATCH.value
+        lines += [
+            f"### Shift `{shift}`: {FT_SHIFTS[shift][0]}",
+            "",
+            f"Seeds {', '.join(map(str, seeds))} (each: its own pretraining, shifted data "
+            f"generated with seed 1000 + seed, {runs[0]['num_train']} shifted training examples, "
+            f"{_FT_VALID.value} held out for selection, 1000 shifted test). Pretrained model "
+            f"(Adam 1e-2, {_FT_PRETRAIN.value} steps): MNIST-1D test accuracy "
+            f"{_mean_std([p['base_source'] for p in runs])}, **shifted test accuracy "
+            f"{_mean_std([p['base_shift'] for p in runs])}** before fine-tuning. Budget "
+            f"{_FT_BUDGET.value:,} FPE per method (batch 100); mean ± std over seeds.",
+            "",
+            "| method | FPE/step | steps | lr chosen (per seed) | shifted test acc at FPE "
+            + " / ".join(f"{m:,}" for m in marks)
+            + " | held-out acc (selection) | shifted train loss | source test acc after "
+            f"| step peak MB, batch 100 / {big} | state MB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for i, first in enumerate(runs[0]["rows"]):
+            rows = [p["rows"][i] for p in runs]
+            curve = " / ".join(
+                _mean_std([r["curve"][k] for r in rows]) for k in range(len(first["curve"]))
+            )
+            peaks = [r["peak"] for r in rows]
+            large = [r["peak_large"] for r in rows if r["peak_large"] is not None]
+            peak = f"{min(peaks) / MB:.2f}" + (
+                f"–{max(peaks) / MB:.2f}" if max(peaks) != min(peaks) else ""
+            )
+            peak += " / " + (f"{max(large) / MB:.2f}" if large else "–")
+            lines.append(
+                f"| {first['name']} | {first['cost']} | {first['steps']:,} | "
+                + ", ".join(f"{r['lr']:g}" for r in rows)
+                + f" | {curve} | {_mean_std([r['valid_acc'] for r in rows])} | "
+                f"{_mean_std([r['train_loss'] for r in rows])} | "
+                f"{_mean_std([r['source'] for r in rows])} | {peak} | {first['state'] / MB:.3f} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -733,6 +880,11 @@ def run_drift_part(seed: int, steps: int) -> str:
 def main(argv: list[str]) -> None:
     del argv
     seed = _SEED.value
+    if "finetune" in _PARTS.value and not _finetune_methods():
+        raise app.UsageError(f"--ft_methods={','.join(_FT_METHODS.value)}: matches no method")
+    unknown = [s for s in _FT_SHIFTS.value if s not in FT_SHIFTS]
+    if unknown:
+        raise app.UsageError(f"--ft_shifts: unknown {unknown}; known: {', '.join(FT_SHIFTS)}")
     report = [
         "# Random-direction optimizers vs backprop",
         "",
@@ -766,7 +918,13 @@ def main(argv: list[str]) -> None:
             "",
             "## Fine-tuning on a shifted MNIST-1D (the MeZO regime)",
             "",
-            run_finetune_part(seed),
+            finetune_report(
+                [
+                    run_finetune_part(s, shift, memory=(k == 0))
+                    for shift in _FT_SHIFTS.value
+                    for k, s in enumerate([int(v) for v in _FT_SEEDS.value] or [seed])
+                ]
+            ),
         ]
     if "drift" in _PARTS.value:
         report += [

@@ -188,6 +188,30 @@ def best_per_optimizer(
     return best
 
 
+def best_sweep(
+    best: dict[str, ConfigSummary], seeds: Sequence[int], target: Any = None
+) -> dict[str, Any]:
+    """A union sweep (JSON-ready) that reruns each optimizer's selected configuration on
+    ``seeds``: the second stage of "tune on few seeds, confirm the winners on many".
+
+    One ``{"grid": {binding: [value]}}`` sub-sweep per optimizer (sorted by name), so every
+    trial keeps its configuration id; ``target`` (a sweep file's ``"target"``) is copied.
+
+    Raises:
+      ValueError: no optimizer, or no or repeated seeds.
+    """
+    if not best:
+        raise ValueError("no optimizer has an ok configuration to rerun")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"give distinct seeds, got {seeds}")
+    union = [{"grid": {k: [v] for k, v in best[name].bindings.items()}} for name in sorted(best)]
+    out: dict[str, Any] = {"union": union, "seeds": seeds}
+    if target is not None:
+        out["target"] = target
+    return out
+
+
 # -- labels ------------------------------------------------------------------------------------
 def varying_bindings(configs: Sequence[ConfigSummary]) -> list[str]:
     """Binding names whose value differs between configurations (or is missing in some)."""
