@@ -675,18 +675,22 @@ class ZerothOrder(DirectionalOptimizer):
         move = ok & tf.not_equal(lr, 0.0)
         rate = tf.where(move, lr, tf.zeros_like(lr))  # scalars: no full-size masks below
         safe = [tf.where(ok, c, tf.zeros_like(c)) for c in coefs]  # a NaN never reaches w
+        scales = [rate * c / float(len(safe)) for c in safe]  # exact mode: one scalar per z_k
         for i, v in enumerate(ctx.variables):
             decays = bool(self.weight_decay) and self._use_weight_decay(v)
             changes = ok if decays else move
 
             def update(i: int = i, v: Any = v, decays: bool = decays) -> tf.Tensor:
-                if not self.in_place:
+                if not self.in_place and estimate is None:  # w0 − Σ_k (η c_k / K) z_k
                     w = ctx.start[i]
-                    g = (
-                        self._estimate_leaf(ctx, i, seeds, safe, kept)
-                        if estimate is None
-                        else estimate[i]
+                    new = w - tf.add_n(
+                        [tf.cast(a, w.dtype) * z[i] for a, z in zip(scales, kept, strict=True)]
                     )
+                    if decays:
+                        new = new - tf.constant(self.weight_decay, w.dtype) * w
+                    return new
+                if not self.in_place:
+                    w, g = ctx.start[i], estimate[i]
                 elif estimate is not None:
                     w, g = tree._value(v), estimate[i]
                 else:  # undo the last perturbation and step in one write, z_last drawn once
@@ -715,8 +719,9 @@ class ZerothOrder(DirectionalOptimizer):
             with tf.control_dependencies(after):
                 if self.in_place:
                     after = [tf.cond(changes, update, restore_only)]
-                else:  # w0 itself when nothing changes: bit-identical, even a −0.0
-                    after = _assign(v, tf.cond(changes, update, lambda i=i: ctx.start[i]))
+                else:  # w0 itself when nothing changes: bit-identical, even a −0.0 (a select,
+                    # not a cond: an If op per leaf costs more than the elementwise select)
+                    after = _assign(v, tf.where(changes, update(), ctx.start[i]))
         return {
             "loss": loss,
             "step_size": tf.where(move, lr, tf.zeros_like(lr)),
