@@ -14,12 +14,16 @@ from dirgrad_opt.sweeps import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = ["rosenbrock", "branin", "digits_mlp"]
-OPTIMIZERS = ["Adam", "SGD", "PolyakStep"]
+#: ActivityForwardGradient perturbs Dense layers' outputs: it trains digits_mlp and refuses the
+#: 2-D functions (no layers), a failed trial with a one-line reason in the report.
+OPTIMIZERS = ["Adam", "SGD", "PolyakStep", "ActivityForwardGradient"]
 GRIDS = {
     "Adam": {"Adam.learning_rate": [0.01]},
     "SGD": {"SGD.learning_rate": [0.001]},
     "PolyakStep": {"PolyakStep.c": [0.5]},
+    "ActivityForwardGradient": {"afg/Adam.learning_rate": [0.003]},
 }
+NO_LAYERS = "ValueError: model '{}' has no Dense layer to tap"
 PARAMS = ["Problem.eval_points = 2"]
 
 
@@ -62,9 +66,15 @@ def test_benchmark_runs_every_cell_and_reports_profiles(bench, monkeypatch):
         trials = sorted((cell.sweep_dir / "trials").iterdir())
         assert len(trials) == 2, cell
         for trial in trials:
-            status = json.loads((trial / "status.json").read_text())["status"]
-            assert status in ("ok", "diverged"), (cell, status)
+            status = json.loads((trial / "status.json").read_text())
+            if cell.optimizer == "ActivityForwardGradient" and cell.problem != "digits_mlp":
+                assert status["status"] == "failed", (cell, status)
+                assert status["error"] == NO_LAYERS.format(cell.problem), status
+            else:
+                assert status["status"] in ("ok", "diverged"), (cell, status)
     md = (workdir / "report" / "benchmark.md").read_text()
+    for name in ("rosenbrock", "branin"):
+        assert f"| ActivityForwardGradient | 2 of 2 | {NO_LAYERS.format(name)} |" in md
     for name in PROBLEMS:
         assert f"## {name} (target `valid_" in md
     results = benchmark.collect(cells)
