@@ -120,12 +120,14 @@ def _worker_pid(trial: Path) -> int:
 
 @pytest.mark.slow
 def test_warm_workers_match_fresh_processes_and_replace_failed_or_hung_ones(tmp_path):
-    """Three trials in one slot: ok (3 steps), a configuration error (0 steps), a hang (timed
-    out). The first two share a worker, the failure kills it, the hang gets a new one and is
-    killed with it. The ok trial's finals equal a fresh process's exactly."""
+    """Four trials in one slot: ok (3 steps), a configuration error (0 steps: refused before
+    training, one line), a hang (timed out), ok (2 steps). The first three share a worker (a
+    refused trial keeps it: a benchmark has many, e.g. activity perturbation on models without
+    Dense layers), the hang is killed with it, the last trial gets a new one. The ok trial's
+    finals equal a fresh process's exactly."""
     files = ["--gin_file=configs/problems/digits_mlp.gin", "--gin_file=configs/optimizers/adam.gin"]
     sweep = tmp_path / "sweep.json"
-    sweep.write_text(json.dumps({"grid": {"train.num_steps": [3, 0, 10**8]}, "seeds": [0]}))
+    sweep.write_text(json.dumps({"grid": {"train.num_steps": [3, 0, 10**8, 2]}, "seeds": [0]}))
     warm = tmp_path / "warm"
     out = _run(
         ["experiments.sweep", *files, f"--sweep_file={sweep}", f"--workdir={warm}",
@@ -136,14 +138,14 @@ def test_warm_workers_match_fresh_processes_and_replace_failed_or_hung_ones(tmp_
     trials = {json.loads((t / "trial.json").read_text())["bindings"]["train.num_steps"]: t
               for t in (warm / "trials").iterdir()}  # fmt: skip
     status = {n: json.loads((t / "status.json").read_text()) for n, t in trials.items()}
-    assert status[3]["status"] == "ok"
+    assert status[3]["status"] == status[2]["status"] == "ok"
     assert status[0]["status"] == "failed" and "num_steps" in status[0]["error"]
     assert (
         status[10**8]["status"] == "failed"
         and "timed out" in (trials[10**8] / "log.txt").read_text()
     )
     pids = {n: _worker_pid(t) for n, t in trials.items()}
-    assert pids[3] == pids[0] != pids[10**8]
+    assert pids[3] == pids[0] == pids[10**8] != pids[2]
     for pid in set(pids.values()):  # every worker is gone at the end
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
