@@ -312,6 +312,21 @@ class _OpWatch:
                 self.types = set(_XLA_UNSAFE_JVP_OPS)
 
 
+def _has_loop(loss_fn: LossFn) -> bool:
+    """Whether the loss, traced alone (no accumulator), has a ``tf.while_loop``.
+
+    Only called once forward mode has failed: the accumulator can fail inside the loop's
+    construction, before the loop op exists in the graph being traced.
+    """
+    if tf.executing_eagerly():
+        return False
+    try:
+        traced = tf.function(lambda: _call_loss(loss_fn), autograph=False)
+        return bool(_graph_op_types(traced.get_concrete_function().graph, 0) & _LOOP_OPS)
+    except Exception:  # noqa: BLE001 - cannot tell: keep the original error
+        return False
+
+
 def _ensure_forward_safe(types: set[str], what: str) -> None:
     bad = sorted(types & _XLA_UNSAFE_JVP_OPS)
     if bad and in_xla_context():
@@ -406,7 +421,7 @@ def _forward(loss_fn: LossFn, leaves: list[Any], tangents: list[tf.Tensor]) -> t
                 loss = _call_loss(loss_fn)
             jvp = acc.jvp(loss, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     except (ValueError, TypeError, LookupError) as error:
-        if not watch.types & _LOOP_OPS:
+        if not (watch.types & _LOOP_OPS or _has_loop(loss_fn)):
             raise
         raise UnsafeDerivativeError(  # TF's own error is a multi-line internal message
             f"a forward-mode JVP cannot go through the loss's tf.while_loop (a Keras recurrent "
