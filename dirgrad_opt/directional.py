@@ -81,15 +81,20 @@ METHODS = ("auto", "forward", "reverse", "central_difference", "forward_differen
 # Ops whose JVP under XLA is wrong on TF 2.21 (see module docstring and tests/test_directional.py).
 _XLA_UNSAFE_JVP_OPS = frozenset({"MaxPool", "MaxPoolV2", "MaxPool3D", "MaxPoolWithArgmax"})
 
+# Loop ops TF 2.21's ForwardAccumulator cannot push tangents through (Keras RNN layers).
+_LOOP_OPS = frozenset({"While", "StatelessWhile"})
+
 LossFn = Callable[[], Any]
 
 
 class UnsafeDerivativeError(RuntimeError):
-    """A derivative TF would compute wrongly was asked for (max-pooling under XLA).
+    """A derivative TF would compute wrongly, or cannot compute, was asked for.
 
     Raised for forward-mode JVPs and for any second derivative (curvature) through a max-pool
-    op inside an XLA context. First-order reverse mode is correct there and is what ``"auto"``
-    uses for derivatives.
+    op inside an XLA context, and for a forward-mode JVP through a ``tf.while_loop`` (a Keras
+    recurrent layer), where TF 2.21's ``ForwardAccumulator`` fails with an internal error.
+    First-order reverse mode is correct in both cases and is what ``"auto"`` uses for
+    derivatives.
     """
 
     ag_pass_through = True  # keep this type when raised inside tf.function (autograph)
@@ -307,6 +312,21 @@ class _OpWatch:
                 self.types = set(_XLA_UNSAFE_JVP_OPS)
 
 
+def _has_loop(loss_fn: LossFn) -> bool:
+    """Whether the loss, traced alone (no accumulator), has a ``tf.while_loop``.
+
+    Only called once forward mode has failed: the accumulator can fail inside the loop's
+    construction, before the loop op exists in the graph being traced.
+    """
+    if tf.executing_eagerly():
+        return False
+    try:
+        traced = tf.function(lambda: _call_loss(loss_fn), autograph=False)
+        return bool(_graph_op_types(traced.get_concrete_function().graph, 0) & _LOOP_OPS)
+    except Exception:  # noqa: BLE001 - cannot tell: keep the original error
+        return False
+
+
 def _ensure_forward_safe(types: set[str], what: str) -> None:
     bad = sorted(types & _XLA_UNSAFE_JVP_OPS)
     if bad and in_xla_context():
@@ -392,12 +412,24 @@ def _reverse(loss_fn: LossFn, leaves: list[Any]) -> tuple[tf.Tensor, list[tf.Ten
 
 
 def _forward(loss_fn: LossFn, leaves: list[Any], tangents: list[tf.Tensor]) -> tuple[Any, Any]:
-    with _OpWatch() as watch:
-        with tf.autodiff.ForwardAccumulator(
-            primals=[_primal(v) for v in leaves], tangents=tangents
-        ) as acc:
-            loss = _call_loss(loss_fn)
-        jvp = acc.jvp(loss, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    watch = _OpWatch()
+    try:
+        with watch:
+            with tf.autodiff.ForwardAccumulator(
+                primals=[_primal(v) for v in leaves], tangents=tangents
+            ) as acc:
+                loss = _call_loss(loss_fn)
+            jvp = acc.jvp(loss, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    except (ValueError, TypeError, LookupError) as error:
+        if not (watch.types & _LOOP_OPS or _has_loop(loss_fn)):
+            raise
+        raise UnsafeDerivativeError(  # TF's own error is a multi-line internal message
+            f"a forward-mode JVP cannot go through the loss's tf.while_loop (a Keras recurrent "
+            f"layer's loop, e.g. GRU/LSTM) on TensorFlow {tf.__version__}: ForwardAccumulator "
+            f"fails there ({type(error).__name__}). Use reverse mode (method='reverse' or "
+            "'auto'), finite differences (e.g. ForwardGradient.method = 'central_difference'), "
+            "or build the recurrent layer with unroll=True"
+        ) from None
     _ensure_forward_safe(watch.types, "forward-mode JVP")
     return loss, jvp
 

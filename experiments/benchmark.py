@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from experiments import trial_flags  # noqa: E402
+
 _PROBLEMS = flags.DEFINE_string("problems", None, "Comma-separated problem names, or 'offline'.")
 _OPTIMIZERS = flags.DEFINE_string("optimizers", None, "Comma-separated optimizer gin names.")
 _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds, e.g. 0,1,2.")
@@ -37,16 +39,8 @@ _GIN_PARAMS = flags.DEFINE_multi_string(
     "gin_param", [], "Binding for every trial, after the problem's (repeatable)."
 )
 _GRIDS = flags.DEFINE_string("grids_dir", None, "Folder of <Optimizer>.json tuning grids.")
-_FRESH = flags.DEFINE_bool(
-    "fresh_process_per_trial",
-    False,
-    "Start a new process (local) or Ray task per trial instead of reusing warm workers "
-    "(local: one per slot; Ray: one actor per slot).",
-)
-_TIMEOUT = flags.DEFINE_float(
-    "trial_timeout_s", None, "Warm workers: fail a trial running longer (seconds)."
-)
-_RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Rerun trials whose status is failed.")
+_FRESH, _TIMEOUT, _RETRY_FAILED = trial_flags.FRESH, trial_flags.TIMEOUT, trial_flags.RETRY_FAILED
+flags.adopt_module_key_flags(trial_flags)
 _PLOTS = flags.DEFINE_bool("plots", True, "Write PNG plots (needs matplotlib).")
 flags.mark_flags_as_required(["problems", "optimizers", "workdir"])
 

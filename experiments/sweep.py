@@ -33,6 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from experiments import trial_flags  # noqa: E402
+
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin file of every trial (repeatable).")
 _GIN_PARAMS = flags.DEFINE_multi_string(
     "gin_param", [], "Binding for every trial, before the trial's own (repeatable)."
@@ -62,16 +64,8 @@ _THREADS = flags.DEFINE_integer(
     "Local: threads per trial (default cores // parallel).",
     lower_bound=1,
 )
-_FRESH = flags.DEFINE_bool(
-    "fresh_process_per_trial",
-    False,
-    "Start a new process (local) or Ray task per trial instead of reusing warm workers "
-    "(local: one per slot; Ray: one actor per slot).",
-)
-_TIMEOUT = flags.DEFINE_float(
-    "trial_timeout_s", None, "Warm workers: fail a trial running longer (seconds)."
-)
-_RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Rerun trials whose status is failed.")
+_FRESH, _TIMEOUT, _RETRY_FAILED = trial_flags.FRESH, trial_flags.TIMEOUT, trial_flags.RETRY_FAILED
+flags.adopt_module_key_flags(trial_flags)
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Check every configuration (pre-flight) and list the trials; run nothing."
 )

@@ -130,3 +130,18 @@ TINY_RUN = [
 ]
 """Gin bindings of the smallest real training problem (8-d Gaussian blobs, a 16-unit MLP);
 tests add the optimizer and step budget."""
+
+
+def run_cli(*args: str) -> int:
+    """Runs ``experiments.train.main`` in-process (flags, gin, run); returns its exit code."""
+    from absl import flags
+
+    from experiments import train as cli
+
+    flags.FLAGS.unparse_flags()
+    argv = flags.FLAGS(["train", *args])
+    try:
+        cli.main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0

@@ -14,12 +14,16 @@ from dirgrad_opt.sweeps import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = ["rosenbrock", "branin", "digits_mlp"]
-OPTIMIZERS = ["Adam", "SGD", "PolyakStep"]
+#: ActivityForwardGradient perturbs Dense layers' outputs: it trains digits_mlp and refuses the
+#: 2-D functions (no layers), a failed trial with a one-line reason in the report.
+OPTIMIZERS = ["Adam", "SGD", "PolyakStep", "ActivityForwardGradient"]
 GRIDS = {
     "Adam": {"Adam.learning_rate": [0.01]},
     "SGD": {"SGD.learning_rate": [0.001]},
     "PolyakStep": {"PolyakStep.c": [0.5]},
+    "ActivityForwardGradient": {"afg/Adam.learning_rate": [0.003]},
 }
+NO_LAYERS = "ValueError: model '{}' has no Dense layer to tap"
 PARAMS = ["Problem.eval_points = 2"]
 
 
@@ -62,9 +66,15 @@ def test_benchmark_runs_every_cell_and_reports_profiles(bench, monkeypatch):
         trials = sorted((cell.sweep_dir / "trials").iterdir())
         assert len(trials) == 2, cell
         for trial in trials:
-            status = json.loads((trial / "status.json").read_text())["status"]
-            assert status in ("ok", "diverged"), (cell, status)
+            status = json.loads((trial / "status.json").read_text())
+            if cell.optimizer == "ActivityForwardGradient" and cell.problem != "digits_mlp":
+                assert status["status"] == "failed", (cell, status)
+                assert status["error"] == NO_LAYERS.format(cell.problem), status
+            else:
+                assert status["status"] in ("ok", "diverged"), (cell, status)
     md = (workdir / "report" / "benchmark.md").read_text()
+    for name in ("rosenbrock", "branin"):
+        assert f"| ActivityForwardGradient | 2 of 2 | {NO_LAYERS.format(name)} |" in md
     for name in PROBLEMS:
         assert f"## {name} (target `valid_" in md
     results = benchmark.collect(cells)
@@ -110,12 +120,14 @@ def _worker_pid(trial: Path) -> int:
 
 @pytest.mark.slow
 def test_warm_workers_match_fresh_processes_and_replace_failed_or_hung_ones(tmp_path):
-    """Three trials in one slot: ok (3 steps), a configuration error (0 steps), a hang (timed
-    out). The first two share a worker, the failure kills it, the hang gets a new one and is
-    killed with it. The ok trial's finals equal a fresh process's exactly."""
+    """Four trials in one slot: ok (3 steps), a configuration error (0 steps: refused before
+    training, one line), a hang (timed out), ok (2 steps). The first three share a worker (a
+    refused trial keeps it: a benchmark has many, e.g. activity perturbation on models without
+    Dense layers), the hang is killed with it, the last trial gets a new one. The ok trial's
+    finals equal a fresh process's exactly."""
     files = ["--gin_file=configs/problems/digits_mlp.gin", "--gin_file=configs/optimizers/adam.gin"]
     sweep = tmp_path / "sweep.json"
-    sweep.write_text(json.dumps({"grid": {"train.num_steps": [3, 0, 10**8]}, "seeds": [0]}))
+    sweep.write_text(json.dumps({"grid": {"train.num_steps": [3, 0, 10**8, 2]}, "seeds": [0]}))
     warm = tmp_path / "warm"
     out = _run(
         ["experiments.sweep", *files, f"--sweep_file={sweep}", f"--workdir={warm}",
@@ -126,14 +138,14 @@ def test_warm_workers_match_fresh_processes_and_replace_failed_or_hung_ones(tmp_
     trials = {json.loads((t / "trial.json").read_text())["bindings"]["train.num_steps"]: t
               for t in (warm / "trials").iterdir()}  # fmt: skip
     status = {n: json.loads((t / "status.json").read_text()) for n, t in trials.items()}
-    assert status[3]["status"] == "ok"
+    assert status[3]["status"] == status[2]["status"] == "ok"
     assert status[0]["status"] == "failed" and "num_steps" in status[0]["error"]
     assert (
         status[10**8]["status"] == "failed"
         and "timed out" in (trials[10**8] / "log.txt").read_text()
     )
     pids = {n: _worker_pid(t) for n, t in trials.items()}
-    assert pids[3] == pids[0] != pids[10**8]
+    assert pids[3] == pids[0] == pids[10**8] != pids[2]
     for pid in set(pids.values()):  # every worker is gone at the end
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -24,7 +24,6 @@ import keras
 import problems
 import pytest
 import tensorflow as tf
-from absl import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -44,6 +43,7 @@ TINY = "\n".join(
     ]
 )
 TIME_KEYS = problems.TIME_KEYS
+run_cli = problems.run_cli
 # A run long enough to be signalled while it trains; its chunks are 5 steps (milliseconds), and
 # it never checkpoints by itself: any checkpoint is the interrupted step's.
 LONG = [
@@ -72,17 +72,6 @@ def tiny_gin(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.gin"
     path.write_text(TINY + "\n")
     return path
-
-
-def run_cli(*args: str) -> int:
-    """``experiments.train`` in-process (flags, gin, run, exit code)."""
-    flags.FLAGS.unparse_flags()
-    argv = flags.FLAGS(["train", *args])
-    try:
-        cli.main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def one_error_line(capsys) -> str:

@@ -12,7 +12,6 @@ import numpy as np
 import problems
 import pytest
 import tensorflow as tf
-from absl import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `experiments` is a top-level package beside dirgrad_opt
@@ -32,6 +31,7 @@ train.log_every = 5
 """
 )
 TIME_KEYS = problems.TIME_KEYS
+run_cli = problems.run_cli
 
 
 @pytest.fixture
@@ -39,17 +39,6 @@ def tiny_gin(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.gin"
     path.write_text(TINY)
     return path
-
-
-def run_cli(*args: str) -> int:
-    """Runs ``experiments.train.main`` in-process; returns its exit code."""
-    flags.FLAGS.unparse_flags()
-    argv = flags.FLAGS(["train", *args])
-    try:
-        cli.main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def error_line(capsys) -> str:

@@ -128,9 +128,14 @@ class StepContext:
         return self.evaluate(directional._call_loss)
 
     def loss_and_gradient(self) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """``L(w)`` and ``∇L(w)`` at the current value (1 forward + 1 backward pass)."""
+        """``L(w)`` and ``∇L(w)`` at the current value (1 forward + 1 backward pass).
+
+        The gradient is dense: an embedding's sparse ``tf.IndexedSlices`` gradient is converted,
+        since directions are indexed, stacked and dotted like dense tensors.
+        """
         self.count(forward_passes=1, backward_passes=1)
-        return self.evaluate(lambda loss_fn: directional._reverse(loss_fn, self.variables))
+        loss, grads = self.evaluate(lambda loss_fn: directional._reverse(loss_fn, self.variables))
+        return loss, [tf.convert_to_tensor(g) for g in grads]
 
     def directional_derivatives(
         self, directions: Any, method: str = "auto", step: Any = None

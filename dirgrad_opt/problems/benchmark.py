@@ -300,6 +300,7 @@ def write_report(workdir: str | Path, cells: Sequence[Cell], make_plots: bool = 
         text, table = report.leaderboard(r.records, r.target, r.select)
         md += ["", f"## {r.name} (target `{r.target}`)", ""]
         md += [line for line in text.splitlines()[1:] if line.startswith("|")]
+        md += failure_lines(r, [c for c in cells if c.problem == r.name])
         path = out / f"leaderboard_{plots.slug(r.name)}.csv"
         schema.write_text_atomic(path, table)
         written.append(path)
@@ -338,6 +339,43 @@ def write_report(workdir: str | Path, cells: Sequence[Cell], make_plots: bool = 
     return written
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_reason(error: str | None, limit: int = 240) -> str:
+    """One line for a failed trial's recorded error: the error itself, or a traceback's last
+    line (the exception), without terminal colours, capped at ``limit`` characters."""
+    lines = [line.strip() for line in _ANSI.sub("", error or "").splitlines() if line.strip()]
+    text = lines[-1] if lines else "no error recorded"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def failure_lines(result: ProblemResult, cells: Sequence[Cell]) -> list[str]:
+    """Markdown rows ``| optimizer | failed | reason |`` for the problem's failed trials (one
+    row per optimizer and distinct reason), or nothing if none failed."""
+    rows = []
+    for cell in cells:
+        mine = [r for r in result.records if Path(cell.sweep_dir) in r.path.parents]
+        reasons: dict[str, int] = {}
+        for r in mine:
+            if r.status == runner.FAILED:
+                reason = failure_reason(r.error)
+                reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, count in reasons.items():
+            escaped = reason.replace("|", "\\|")
+            rows.append(f"| {cell.optimizer} | {count} of {len(mine)} | {escaped} |")
+    if not rows:
+        return []
+    return [
+        "",
+        "Failed trials (the error each recorded in its `status.json`):",
+        "",
+        "| optimizer | failed | reason |",
+        "|---|---|---|",
+        *rows,
+    ]
+
+
 def _workload(result: ProblemResult) -> str:
     return next((r.workload for r in result.records if r.result is not None), "unknown")
 
@@ -355,6 +393,7 @@ __all__ = [
     "Cell",
     "ProblemResult",
     "collect",
+    "failure_reason",
     "optimizer_files",
     "plan",
     "profiles",

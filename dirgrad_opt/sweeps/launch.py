@@ -235,6 +235,22 @@ def launch(job: Mapping[str, Any], stop: StopFlag | None = None) -> dict[str, An
             finally:
                 if stop is not None:
                     stop.discard(proc)
+    return trial_outcome(job, exit_code, t0, host, started, attempt, stop, log_path)
+
+
+def trial_outcome(
+    job: Mapping[str, Any],
+    exit_code: int | None,
+    t0: float,
+    host: str,
+    started: float,
+    attempt: int,
+    stop: Any,
+    log_path: str,
+) -> dict[str, Any]:
+    """The raw outcome of a trial that ran to an end, as :func:`launch` (and a warm worker)
+    returns it: ``duration_s`` since ``t0`` (``time.perf_counter``), ``stopped`` if the sweep's
+    stop flag ``stop`` is set, and the tail of the trial's log."""
     return {
         "trial_id": job["trial_id"],
         "exit_code": exit_code,

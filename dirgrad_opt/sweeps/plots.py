@@ -50,6 +50,36 @@ def _save(plt: Any, fig: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+_LINESTYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
+
+
+def line_style(i: int, n: int) -> dict[str, Any]:
+    """Colour, line style and marker of line ``i`` of ``n``, distinct for every line.
+
+    Up to 10 lines: matplotlib's default colours ``C0``–``C9``, solid. Beyond: the 20 colours of
+    the ``tab20`` map (dark and light of 10 hues; the light one of each pair dashed) and, past
+    20 lines, the next line style. Every line also gets its own marker (10 shapes), so lines that
+    coincide (e.g. several optimizers at ρ = 0) stay identifiable in the legend and on the plot.
+    """
+    if n <= 10:
+        color: Any = f"C{i % 10}"
+        linestyle = "-"
+    else:
+        from matplotlib import colormaps
+
+        color = colormaps["tab20"](i % 20)
+        linestyle = _LINESTYLES[(i % 2 + i // 20) % len(_LINESTYLES)]
+    return {"color": color, "linestyle": linestyle, "marker": _MARKERS[i % len(_MARKERS)]}
+
+
+def _markevery(i: int, points: int, marks: int = 6) -> tuple[int, int]:
+    """Marker positions of line ``i``: ``marks`` per line, staggered so that markers of
+    coinciding lines do not hide each other."""
+    every = max(1, points // marks)
+    return (i * max(1, every // 7)) % every, every
+
+
 def slug(text: str) -> str:
     """A file-name-safe version of ``text`` (``mnist1d/mnist1d_mlp`` → ``mnist1d_mnist1d_mlp``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
@@ -80,46 +110,61 @@ def plot_curves(
     metrics = [m for m, curves in curves_by_metric.items() if curves]
     if not metrics:
         raise ValueError(f"no curves to plot for {path}")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.0), squeeze=False)
+    many = max(len(curves_by_metric[m]) for m in metrics) > 10
+    width = 5.5 * len(metrics) + (3.5 * len(metrics) if many else 0.0)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width, 4.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         positive = True
-        for i, c in enumerate(curves_by_metric[metric]):
-            color = f"C{i % 10}"
+        curves = curves_by_metric[metric]
+        for i, c in enumerate(curves):
+            style = line_style(i, len(curves))
             x = c.x[measure]
             label = f"{c.label} ({c.seeds} seed{'s' if c.seeds != 1 else ''})"
-            ax.plot(x, c.mean, color=color, label=label, linewidth=1.6)
+            ax.plot(x, c.mean, label=label, linewidth=1.6, markersize=4,
+                    markevery=_markevery(i, len(x)), **style)  # fmt: skip
             if c.seeds > 1:
-                ax.fill_between(x, c.low, c.high, color=color, alpha=0.2, linewidth=0)
+                ax.fill_between(x, c.low, c.high, color=style["color"], alpha=0.2, linewidth=0)
             positive = positive and bool((c.low > 0).all())
         if "loss" in metric and positive:
             ax.set_yscale("log")
         ax.set_xlabel(MEASURE_LABELS[measure])
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax, max(len(curves_by_metric[m]) for m in metrics))
     if title:
         fig.suptitle(title)
     return _save(plt, fig, path)
 
 
+def _legend(ax: Any, n: int, loc: str = "best") -> None:
+    """The legend inside the axes for up to 10 lines, beside them (right) for more."""
+    if n <= 10:
+        ax.legend(fontsize=8, loc=loc)
+    else:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
 def plot_profile(profile: Profile, path: str | os.PathLike, title: str = "") -> Path:
     """ρ_s(τ) per optimizer (step plot), with the score in the legend."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    n = len(profile.rho)
+    fig, ax = plt.subplots(figsize=(6.0 if n <= 10 else 9.5, 4.0 if n <= 10 else 5.0))
     for i, (name, rho) in enumerate(sorted(profile.rho.items())):
         ax.step(
             profile.taus,
             rho,
             where="post",
-            color=f"C{i % 10}",
             label=f"{name} (score {profile.score[name]:.3f})",
+            markersize=4,
+            markevery=_markevery(i, len(profile.taus)),
+            **line_style(i, n),
         )
     ax.set_xlim(1.0, float(profile.taus[-1]))
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"τ: ratio to the fastest optimizer ({profile.measure})")
     ax.set_ylabel("fraction of workloads within τ")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend(ax, n, loc="lower right")
     ax.set_title(title or f"Performance profile ({MEASURE_LABELS[profile.measure]})", fontsize=10)
     return _save(plt, fig, path)
 
@@ -154,8 +199,8 @@ def plot_sensitivity(panels: Sequence[Panel], path: str | os.PathLike, title: st
         for i, s in enumerate(panel.series):
             seeds = f"{min(s.n)}–{max(s.n)}" if min(s.n) != max(s.n) else f"{s.n[0]}"
             label = f"{s.label + ', ' if s.label else ''}{seeds} seed(s)"
-            ax.errorbar(s.x, s.mean, yerr=s.std, color=f"C{i % 10}", marker="o", capsize=3,
-                        linewidth=1.4, markersize=4, label=label)  # fmt: skip
+            ax.errorbar(s.x, s.mean, yerr=s.std, capsize=3, linewidth=1.4, markersize=4,
+                        label=label, **line_style(i, len(panel.series)))  # fmt: skip
         if min(xs) > 0 and max(xs) >= 10 * min(xs):
             ax.set_xscale("log")
         if "loss" in panel.metric and min(ys) > 0:
@@ -163,7 +208,7 @@ def plot_sensitivity(panels: Sequence[Panel], path: str | os.PathLike, title: st
         ax.set_xlabel(panel.label)
         ax.set_ylabel(METRIC_LABELS.get(panel.metric, panel.metric))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, len(panel.series))
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(plt, fig, path)

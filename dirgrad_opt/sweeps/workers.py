@@ -12,8 +12,8 @@ absl flags, Keras's global state (``keras.backend.clear_session``: layer-name co
 graph) — the run itself seeds Python, NumPy, TF and the global generator from ``train.seed``
 and restores op determinism — so a trial's ``result.json`` finals are bit-identical warm or
 fresh (``tests/test_benchmark.py`` checks it). A trial that crashes, fails (non-zero exit other
-than "diverged"), hangs past ``timeout_s`` or is stopped kills its worker's process group; the
-next trial starts a new worker.
+than "diverged" or "configuration error"), hangs past ``timeout_s`` or is stopped kills its
+worker's process group; the next trial starts a new worker.
 
 The driver side (:class:`WarmPool`) is standard library only, like :mod:`launch`: a Ray actor
 can hold one without importing TF.
@@ -38,8 +38,11 @@ from typing import Any
 
 from dirgrad_opt.sweeps import launch
 
-#: Exit codes after which a worker is kept: 0 (done) and 3 (diverged: a normal outcome).
-KEEP_WORKER_CODES = (0, 3)
+#: Exit codes after which a worker is kept: 0 (done), 2 (configuration error: the trainer
+#: refused the trial before training, with one line — e.g. an optimizer that does not apply to
+#: the problem's model; replacing the worker would cost a TF import per refusal) and 3
+#: (diverged). Any other exit (a crash, an I/O error), a hang or a stop replaces the worker.
+KEEP_WORKER_CODES = (0, 2, 3)
 _RESPONSE_FD_ENV = "DIRGRAD_OPT_WORKER_FD"
 _EXIT_TIMEOUT = -int(signal.SIGKILL)
 
@@ -229,14 +232,7 @@ class WarmPool:
             with self._lock:
                 self._idle[(worker.threads, worker.project_root)].put(worker)
         return {
-            "trial_id": job["trial_id"],
-            "exit_code": exit_code,
-            "duration_s": time.perf_counter() - t0,
-            "host": host,
-            "started": started,
-            "attempt": attempt,
-            "stopped": bool(stop is not None and stop.is_set()),
-            "log_tail": launch.log_tail(log_path),
+            **launch.trial_outcome(job, exit_code, t0, host, started, attempt, stop, log_path),
             "worker_pid": worker.pid,
         }
 
