@@ -29,7 +29,12 @@ Their default step follows Nocedal & Wright (2006, §8.1), scaled to the dtype a
     h = ε^(1/3) · (1 + ‖w‖) / ‖v‖      (central)
     h = ε^(1/2) · (1 + ‖w‖) / ‖v‖      (forward)
 
-with ε the machine epsilon of the variables' dtype. Pass ``step=`` to override it.
+with ε the machine epsilon of the coarser of the variables' dtype and the dtype layers compute in
+under Keras's global dtype policy (under ``mixed_bfloat16`` the float32 weights are cast to
+bfloat16, ε = 2⁻⁷, before the loss sees them). Pass ``step=`` to override it.
+
+Mixed precision: a loss computed in float16/bfloat16 is cast to float32 as it leaves ``loss_fn``,
+so every loss and derivative returned here is float32 when the variables are.
 
 Correctness guard: under XLA (``tf.function(jit_compile=True)``, Keras ``jit_compile=True`` or
 global auto-clustering), TF 2.21 computes wrong JVPs through max-pooling (0.1–3 % of tangent
@@ -85,6 +90,10 @@ _XLA_UNSAFE_JVP_OPS = frozenset({"MaxPool", "MaxPoolV2", "MaxPool3D", "MaxPoolWi
 _LOOP_OPS = frozenset({"While", "StatelessWhile"})
 
 LossFn = Callable[[], Any]
+
+#: Half-precision compute dtypes (Keras ``mixed_float16`` / ``mixed_bfloat16`` policies). A loss
+#: computed in one of them is cast to float32 before anything compares or differentiates it.
+_HALF = (tf.float16, tf.bfloat16)
 
 
 class UnsafeDerivativeError(RuntimeError):
@@ -278,6 +287,8 @@ def _call_loss(loss_fn: LossFn) -> tf.Tensor:
         )
     if not loss.dtype.is_floating:
         raise ValueError(f"loss_fn must return a floating-point scalar, got {loss.dtype.name}")
+    if loss.dtype in _HALF:  # mixed precision: losses are compared and reported in float32
+        loss = tf.cast(loss, tf.float32)
     return loss
 
 
@@ -387,7 +398,7 @@ def default_fd_step(
     """
     leaves = tree.flatten(variables)
     dtype = tf.as_dtype(leaves[0].dtype)
-    eps = float(ml_dtypes.finfo(dtype.as_numpy_dtype).eps)  # np.finfo has no bfloat16
+    eps = max(machine_epsilon(dtype), machine_epsilon(compute_dtype()))
     power = 1.0 / 3.0 if method == "central_difference" else 0.5
     if weight_norm is None:
         weight_norm = tree.norm([tree._value(v) for v in leaves])
@@ -395,6 +406,17 @@ def default_fd_step(
     v_norm = tf.cast(tree.norm(direction), dtype)
     safe = tf.where(v_norm > 0, v_norm, tf.ones_like(v_norm))
     return tf.constant(eps**power, dtype) * (1.0 + w_norm) / safe
+
+
+def compute_dtype() -> tf.DType:
+    """The dtype layers compute in under Keras's global dtype policy (float16 under
+    ``mixed_float16``, bfloat16 under ``mixed_bfloat16``, else the variables' float32)."""
+    return tf.as_dtype(keras.config.dtype_policy().compute_dtype)
+
+
+def machine_epsilon(dtype: Any) -> float:
+    """Machine epsilon ε of a floating dtype, bfloat16 included (``np.finfo`` has none)."""
+    return float(ml_dtypes.finfo(tf.as_dtype(dtype).as_numpy_dtype).eps)
 
 
 # ----------------------------------------------------------------------------- methods
@@ -666,15 +688,32 @@ def gradient_curvature(
       ``tf.nest`` order, no gradient attached) and ``gᵀHg``. The curvature along the steepest
       descent direction ``−g`` is the same number.
     """
-    leaves = _check_variables(variables)
+    return _gradient_curvature(loss_fn, _check_variables(variables))
+
+
+def _gradient_curvature(
+    loss_fn: LossFn, leaves: list[Any], scale: Any = None
+) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+    """:func:`gradient_curvature`; with ``scale`` S, backpropagates ``S·L`` (loss scaling).
+
+    With S the backward passes carry ``S·∇L`` and ``S·Hg`` (never S², which would overflow
+    float16): ``g = stop_gradient(∇(S L)) / S`` is formed first, so ``∇(S L)·g`` has outer
+    gradient ``S·Hg``. The results are unscaled: ``(L, g, gᵀHg)``.
+    """
     primals = [_primal(v) for v in leaves]
+    closure = loss_fn if scale is None else (lambda: _call_loss(loss_fn) * scale)
     with _OpWatch() as watch:
         with tf.GradientTape(watch_accessed_variables=False) as outer:
             for p in primals:
                 outer.watch(p)
-            loss, grads = _reverse(loss_fn, leaves)
+            loss, grads = _reverse(closure, leaves)
             fixed = [tf.stop_gradient(g) for g in grads]
+            if scale is not None:
+                fixed = [g / tf.cast(scale, g.dtype) for g in fixed]
             inner = tree.dot(grads, fixed)
         hg = outer.gradient(inner, primals, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     _ensure_forward_safe(watch.types, "a second derivative (gᵀHg)")
-    return loss, fixed, tf.cast(tree.dot(hg, fixed), loss.dtype)
+    curvature = tf.cast(tree.dot(hg, fixed), loss.dtype)
+    if scale is not None:
+        loss, curvature = loss / tf.cast(scale, loss.dtype), curvature / tf.cast(scale, loss.dtype)
+    return loss, fixed, curvature

@@ -27,9 +27,30 @@ checkpoint), and advances ``iterations`` (schedules read it).
 
 Gradient clipping (``clipnorm``, ``clipvalue``, ``global_clipnorm``) is applied to the search
 direction ``d`` before the step-size rule, and the slope is recomputed from the clipped
-direction. ``use_ema``, ``loss_scale_factor`` and ``gradient_accumulation_steps`` are rejected
+direction. ``use_ema`` and ``gradient_accumulation_steps`` are rejected
 with a clear error. ``apply``/``apply_gradients`` raise: these optimizers need the closure — use
 :meth:`minimize` or :mod:`dirgrad_opt.keras_fit`.
+
+Mixed precision (Keras ``mixed_float16`` / ``mixed_bfloat16`` policies: float32 variables,
+half-precision layers): every loss a rule sees is cast to float32 (line-search trial losses,
+Polyak's gap, slopes are compared in float32), and gradients w.r.t. the float32 variables come
+back float32. Backward passes can be **loss scaled** — differentiate ``S·L``, divide by S — so
+small float16 gradients do not flush to zero:
+
+* ``loss_scale_factor=S``: a static scale (Keras's argument).
+* dynamic scaling (Keras ``LossScaleOptimizer`` semantics), on by default when the global
+  policy is ``mixed_float16`` at build time (``dynamic_loss_scale=None``), or forced with
+  ``dynamic_loss_scale=True/False``: S starts at ``initial_loss_scale`` = 2¹⁵; a step whose
+  scaled backward pass gives a non-finite value is skipped (weights and every optimizer state
+  left as they were, ``accepted = False``, ``loss_scale_overflow = True``) and S halves (not
+  below 1); after ``dynamic_growth_steps`` = 2000 finite steps in a row S doubles. S and the
+  counter are optimizer variables (checkpointed). ``iterations`` advances on a skipped step.
+
+Zeroth-order and forward-mode rules make no backward pass, so loss scaling does nothing for
+them. Their perturbations ``w + ε z`` are formed in float32 but the layers see them cast to the
+compute dtype: a change below its resolution (≈ 2⁻¹¹·|w| for float16, 2⁻⁸·|w| for bfloat16)
+is rounded away, so ε must be well above it (the default finite-difference step accounts for
+the compute dtype; see :func:`dirgrad_opt.directional.default_fd_step`).
 
 A non-finite loss or gradient at the start point leaves the weights untouched and reports
 ``accepted = False`` (the training loop turns that into a clear error).
@@ -71,6 +92,11 @@ class StepContext:
         (:class:`dirgrad_opt.distribute.ReplicaClosures`); every evaluation method then returns
         the mean over replicas (the global batch), and ``loss_fn`` is that mean as a closure.
         Cost counters count the passes of one replica. ``None`` outside a strategy.
+      loss_scale: the loss scale S of this step (float32 scalar) or ``None``. Backward passes
+        (:meth:`loss_and_gradient`, :meth:`loss_and_slope_at`, reverse-mode
+        :meth:`directional_derivatives`, ``evaluate(..., backward=True)``) then differentiate
+        ``S·L`` and divide by S, so float16 gradients do not underflow; values returned are
+        always unscaled.
     """
 
     def __init__(
@@ -79,8 +105,12 @@ class StepContext:
         variables: list[Any],
         counters: dict[str, Any],
         replicas: distribute.ReplicaClosures | None = None,
+        loss_scale: Any = None,
+        overflow: Any = None,
     ):
         self.replicas = replicas
+        self.loss_scale = loss_scale
+        self._overflow = overflow  # int64 optimizer variable: a scaled backward pass overflowed
         if replicas is not None:
             loss_fn = replicas.mean_loss
         self.loss_fn = loss_fn
@@ -112,15 +142,50 @@ class StepContext:
         }
 
     # -- evaluations -----------------------------------------------------------------------
-    def evaluate(self, fn: Callable[[LossFn], Any]) -> Any:
+    def evaluate(self, fn: Callable[[LossFn], Any], backward: bool = False) -> Any:
         """``fn(loss_fn)`` — a nest of float tensors — or, under a strategy, its replica mean.
 
         The hook for a rule that computes something from the closure itself (uncounted: call
         :meth:`count`). Each replica's closure runs on its own device.
+
+        ``backward=True`` declares that ``fn`` backpropagates and that every output is linear
+        in the loss (the loss, gradients, slopes ``∇L·d``, curvatures ``vᵀHv`` along a fixed
+        ``v``). Under loss scaling ``fn`` then gets the closure ``S·L`` and each output is
+        divided by S (S is a power of two: exact); a non-finite output marks the step as a
+        loss-scale overflow (dynamic scaling skips it and halves S).
         """
+        if backward and self.loss_scale is not None:
+            scale = self.loss_scale
+
+            def scaled(loss_fn: LossFn) -> Any:
+                return fn(lambda: directional._call_loss(loss_fn) * scale)
+
+            out = self._evaluate(scaled)
+            out = tf.nest.map_structure(  # (an embedding's IndexedSlices gradient made dense)
+                lambda x: tf.convert_to_tensor(x) / tf.cast(scale, x.dtype), out
+            )
+            self.note_overflow(out)
+            return out
+        return self._evaluate(fn)
+
+    def _evaluate(self, fn: Callable[[LossFn], Any]) -> Any:
         if self.replicas is None:
             return fn(self.loss_fn)
         return self.replicas.mean(fn)
+
+    def note_overflow(self, values: Any) -> None:
+        """Marks the step as a loss-scale overflow if any of ``values`` is not finite.
+
+        Called by :meth:`evaluate` for scaled backward passes; a rule that scales a pass its
+        own way (``self.loss_scale``) calls it with that pass's outputs. No-op without dynamic
+        loss scaling.
+        """
+        if self._overflow is None:
+            return
+        finite = tf.reduce_all(
+            tf.stack([tf.reduce_all(tf.math.is_finite(x)) for x in tf.nest.flatten(values)])
+        )
+        self._overflow.assign(tf.maximum(self._overflow, tf.cast(~finite, tf.int64)))
 
     def loss(self) -> tf.Tensor:
         """``L`` at the variables' current value (1 forward pass)."""
@@ -134,7 +199,9 @@ class StepContext:
         since directions are indexed, stacked and dotted like dense tensors.
         """
         self.count(forward_passes=1, backward_passes=1)
-        loss, grads = self.evaluate(lambda loss_fn: directional._reverse(loss_fn, self.variables))
+        loss, grads = self.evaluate(
+            lambda loss_fn: directional._reverse(loss_fn, self.variables), backward=True
+        )
         return loss, [tf.convert_to_tensor(g) for g in grads]
 
     def directional_derivatives(
@@ -157,7 +224,9 @@ class StepContext:
             methods.append(used)
             return loss, derivatives
 
-        loss, derivatives = self.evaluate(derivatives_of)
+        # Loss scaling where a backward pass may run; forward mode and finite differences are
+        # left alone (they backpropagate nothing, and their probes must not be rescaled).
+        loss, derivatives = self.evaluate(derivatives_of, backward=method in ("auto", "reverse"))
         self.count(*directional.cost(methods[0], int(dirs[0].shape[0])))
         return loss, derivatives
 
@@ -187,7 +256,8 @@ class StepContext:
             value, grads = directional._reverse(loss_fn, self.variables)
             return value, tf.cast(tree.dot(grads, direction), value.dtype)
 
-        return self.evaluate(value_and_slope)  # under a strategy: two scalars are reduced
+        # under a strategy: two scalars are reduced
+        return self.evaluate(value_and_slope, backward=True)
 
 
 def _is_float_or_schedule(value: Any) -> bool:
@@ -214,7 +284,12 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
       weight_decay: decoupled weight decay λ ≥ 0: ``−λ·w`` per step, whatever the step size.
       clipnorm, clipvalue, global_clipnorm: clip the search direction (Keras semantics).
       name: optimizer name.
-      **kwargs: other Keras optimizer options; ``use_ema``, ``loss_scale_factor`` and
+      dynamic_loss_scale: ``None`` (dynamic loss scaling iff the global dtype policy is
+        ``mixed_float16`` when the optimizer is built), ``True`` or ``False``.
+      initial_loss_scale: the dynamic scale's start value (default 2¹⁵).
+      dynamic_growth_steps: finite steps after which the dynamic scale doubles (default 2000).
+      **kwargs: other Keras optimizer options; ``loss_scale_factor`` is a static loss scale
+        (exclusive with ``dynamic_loss_scale=True``); ``use_ema`` and
         ``gradient_accumulation_steps`` are not supported and raise ``ValueError``.
 
     Example:
@@ -244,9 +319,18 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
         clipvalue: float | None = None,
         global_clipnorm: float | None = None,
         name: str | None = None,
+        dynamic_loss_scale: bool | None = None,
+        initial_loss_scale: float = 2.0**15,
+        dynamic_growth_steps: int = 2000,
         **kwargs: Any,
     ):
-        for unsupported in ("use_ema", "loss_scale_factor", "gradient_accumulation_steps"):
+        self._check_loss_scaling(
+            dynamic_loss_scale,
+            initial_loss_scale,
+            dynamic_growth_steps,
+            kwargs.get("loss_scale_factor"),
+        )
+        for unsupported in ("use_ema", "gradient_accumulation_steps"):
             if kwargs.get(unsupported):
                 raise ValueError(
                     f"{type(self).__name__} does not support `{unsupported}`: a closure-based "
@@ -281,6 +365,9 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
             name=name,
             **kwargs,
         )
+        self.dynamic_loss_scale = dynamic_loss_scale
+        self.initial_loss_scale = float(initial_loss_scale)
+        self.dynamic_growth_steps = int(dynamic_growth_steps)
         if isinstance(direction, dict):  # Keras mutates the dict it deserializes: copy it
             direction = keras.saving.deserialize_keras_object(copy.deepcopy(direction))
         if direction is not None and not isinstance(direction, keras.optimizers.Optimizer):
@@ -293,6 +380,35 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
                 "direction must be a gradient-based Keras optimizer, not a closure one"
             )
         self.direction_optimizer = direction
+
+    def _check_loss_scaling(self, dynamic: Any, initial: Any, growth: Any, factor: Any) -> None:
+        name = type(self).__name__
+        if dynamic not in (None, True, False):
+            raise ValueError(
+                f"{name}: dynamic_loss_scale must be None, True or False, got {dynamic!r}"
+            )
+        if (
+            isinstance(initial, bool)
+            or not isinstance(initial, int | float)
+            or not 1 <= initial < float("inf")
+        ):
+            raise ValueError(f"{name}: initial_loss_scale must be a number >= 1, got {initial!r}")
+        if isinstance(growth, bool) or not isinstance(growth, int) or growth < 1:
+            raise ValueError(f"{name}: dynamic_growth_steps must be an int >= 1, got {growth!r}")
+        if factor is not None:
+            if (
+                isinstance(factor, bool)
+                or not isinstance(factor, int | float)
+                or not 0 < factor < float("inf")
+            ):
+                raise ValueError(
+                    f"{name}: loss_scale_factor must be a finite number > 0, got {factor!r}"
+                )
+            if dynamic:
+                raise ValueError(
+                    f"{name}: loss_scale_factor (a static scale) and dynamic_loss_scale=True "
+                    "exclude each other; pass one"
+                )
 
     # -- state -----------------------------------------------------------------------------
     def build(self, var_list: Sequence[Any]) -> None:
@@ -310,10 +426,38 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
                 name: self.add_variable((), initializer="zeros", dtype="int64", name=f"step_{name}")
                 for name in _COUNTERS
             }
+            self._dynamic_scaling = bool(
+                self.dynamic_loss_scale
+                if self.dynamic_loss_scale is not None
+                else keras.config.dtype_policy().name == "mixed_float16"
+                and not self.loss_scale_factor
+            )
+            if self._dynamic_scaling:
+                self._loss_scale = self.add_variable(
+                    (),
+                    initializer=keras.initializers.Constant(self.initial_loss_scale),
+                    dtype="float32",
+                    name="loss_scale",
+                )
+                self._growth_count = self.add_variable(
+                    (), initializer="zeros", dtype="int64", name="loss_scale_growth_count"
+                )
+                self._overflow = self.add_variable(
+                    (), initializer="zeros", dtype="int64", name="loss_scale_overflow"
+                )
             if self.direction_optimizer is not None and not self.direction_optimizer.built:
                 self.direction_optimizer.build(var_list)
             self.build_state(var_list)
         self.built = True
+
+    @property
+    def loss_scale(self) -> tf.Tensor | None:
+        """The loss scale S of the next step (dynamic or static), or ``None`` without scaling."""
+        if getattr(self, "_dynamic_scaling", False):
+            return tf.convert_to_tensor(self._loss_scale)
+        if self.loss_scale_factor:
+            return tf.constant(float(self.loss_scale_factor), tf.float32)
+        return None
 
     def build_state(self, var_list: list[Any]) -> None:
         """Hook: create extra state with ``self.add_variable`` (never a raw ``tf.Variable``)."""
@@ -365,8 +509,22 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
         else:
             self._check_variables_are_known(variables)
         with tf.name_scope(self.name):
-            ctx = StepContext(loss_fn, variables, self._step_counts, replicas)
+            dynamic = self._dynamic_scaling
+            if dynamic:  # a skipped step puts every weight and state variable back
+                self._overflow.assign(0)
+                kept = self._state_for_skipped_steps()
+                saved = [tf.identity(tree._value(v)) for v in kept]
+            ctx = StepContext(
+                loss_fn,
+                variables,
+                self._step_counts,
+                replicas,
+                loss_scale=self.loss_scale,
+                overflow=self._overflow if dynamic else None,
+            )
             info = self.step(ctx)
+            if dynamic:
+                info = self._update_loss_scale(ctx, info, kept, saved)
             counts = ctx.counts
             for name in _COUNTERS:
                 self._totals[name].assign_add(tf.cast(counts[name], tf.int64))
@@ -375,6 +533,39 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
         out.update(ctx.metrics)
         out.update(info)
         return out
+
+    def _state_for_skipped_steps(self) -> list[Any]:
+        """Variables a loss-scale overflow restores: the subclass and inner-optimizer state."""
+        skip = {id(v) for v in (*self._totals.values(), *self._step_counts.values())}
+        skip |= {id(self._iterations), id(self._loss_scale), id(self._growth_count)}
+        skip.add(id(self._overflow))
+        return [v for v in self.variables if id(v) not in skip]
+
+    def _update_loss_scale(
+        self, ctx: StepContext, info: dict[str, tf.Tensor], kept: list[Any], saved: list[Any]
+    ) -> dict[str, tf.Tensor]:
+        """Dynamic loss scaling after a step: skip it on overflow (S ← max(S/2, 1)), else
+        count it and double S after ``dynamic_growth_steps`` finite steps in a row."""
+        overflow = self._overflow > 0
+        for v, w0 in zip(ctx.variables, ctx.start, strict=True):
+            v.assign(tf.where(overflow, w0, tree._value(v)))
+        for v, old in zip(kept, saved, strict=True):
+            v.assign(tf.where(overflow, old, tree._value(v)))
+        scale = tf.convert_to_tensor(self._loss_scale)
+        count = tf.convert_to_tensor(self._growth_count) + 1
+        grow = ~overflow & (count >= self.dynamic_growth_steps)
+        self._loss_scale.assign(
+            tf.where(overflow, tf.maximum(scale / 2, 1.0), tf.where(grow, scale * 2, scale))
+        )
+        self._growth_count.assign(tf.where(overflow | grow, tf.zeros_like(count), count))
+        info = dict(info)
+        if "step_size" in info:
+            t = info["step_size"]
+            info["step_size"] = tf.where(overflow, tf.zeros_like(t), t)
+        info["accepted"] = tf.cast(info.get("accepted", True), tf.bool) & ~overflow
+        info["loss_scale"] = scale  # the scale this step used
+        info["loss_scale_overflow"] = overflow
+        return info
 
     def step(self, ctx: StepContext) -> dict[str, tf.Tensor]:
         """Direction rule, clipping, step-size rule, move. Returns metrics for ``minimize``."""
@@ -486,8 +677,16 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
         config = super().get_config()
         for key in ("use_ema", "ema_momentum", "ema_overwrite_frequency"):
             config.pop(key, None)
-        config.pop("loss_scale_factor", None)
+        if not config.get("loss_scale_factor"):
+            config.pop("loss_scale_factor", None)
         config.pop("gradient_accumulation_steps", None)
+        for key, default in (
+            ("dynamic_loss_scale", None),
+            ("initial_loss_scale", 2.0**15),
+            ("dynamic_growth_steps", 2000),
+        ):  # written when set, so configs of unscaled runs stay as they were
+            if getattr(self, key) != default:
+                config[key] = getattr(self, key)
         if not self.uses_learning_rate:
             config.pop("learning_rate", None)
         config["direction"] = (

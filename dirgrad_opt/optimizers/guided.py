@@ -323,7 +323,11 @@ def _curvature_along_steepest_descent(
     :func:`dirgrad_opt.directional.directional_curvature` (max-pool under XLA raises).
     """
     ctx.count(forward_passes=1, backward_passes=2)
-    return directional.gradient_curvature(ctx.loss_fn, ctx.variables)
+    if ctx.loss_scale is None:
+        return directional.gradient_curvature(ctx.loss_fn, ctx.variables)
+    out = directional._gradient_curvature(ctx.loss_fn, ctx.variables, ctx.loss_scale)
+    ctx.note_overflow(out)  # loss scaling: both backward passes carry S, never S²
+    return out
 
 
 @keras.saving.register_keras_serializable(package="dirgrad_opt")
@@ -427,7 +431,8 @@ class DirectionalNewton(DirectionalOptimizer):
             _, _, curvature = ctx.evaluate(
                 lambda loss_fn: directional.directional_curvature(
                     loss_fn, ctx.variables, direction, method
-                )
+                ),
+                backward=True,  # (L, ∇L·d, dᵀHd) are linear in L: loss scaling applies
             )
             if method == "forward":
                 ctx.count(forward_passes=1, backward_passes=1, jvps=1)

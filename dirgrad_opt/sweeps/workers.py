@@ -354,13 +354,15 @@ def _redirected(log_path: str) -> Any:
 
 
 def reset_state() -> None:
-    """What a fresh process would not carry over: gin config, Keras global state, flags."""
+    """What a fresh process would not carry over: gin config, Keras global state (the dtype
+    policy included), flags."""
     import gin
     import keras
     from absl import flags
 
     gin.clear_config()
     keras.backend.clear_session()
+    keras.config.set_dtype_policy("float32")  # a mixed-precision trial's policy must not leak
     flags.FLAGS.unparse_flags()
 
 

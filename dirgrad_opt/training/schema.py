@@ -24,6 +24,8 @@ through it, so the format cannot drift. Non-finite floats are stored as ``null``
       "model": {"name", "num_parameters"},
       "optimizer": {"class", "family": "directional" | "keras", "config": {...}},
       "jit_compile": false,
+      "mixed_precision": "float32" | "mixed_bfloat16" | "mixed_float16",
+                                         (optional: results written before it lack it)
       "distribution": {"strategy": null | "mirrored" | "multi_worker", "num_replicas",
                        "num_workers"},   (optional: results written before it lack it)
       "versions": {"python", "tensorflow", "keras", "dirgrad_opt", "gin", "numpy"}
@@ -316,6 +318,12 @@ def validate_result(result: Any, where: str = "result") -> None:
 
     if not isinstance(result["jit_compile"], bool):
         _fail(f"{where}.jit_compile", f"expected a boolean, got {result['jit_compile']!r}")
+    if result.get("mixed_precision", "float32") not in (
+        "float32",
+        "mixed_bfloat16",
+        "mixed_float16",
+    ):
+        _fail(f"{where}.mixed_precision", f"unknown policy {result['mixed_precision']!r}")
     if "distribution" in result:
         dist = result["distribution"]
         _require_keys(dist, ("strategy", "num_replicas", "num_workers"), f"{where}.distribution")
