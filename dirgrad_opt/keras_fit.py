@@ -76,6 +76,10 @@ def closure_train_step(model: keras.Model, data: Any, deterministic: bool = True
       ``backward_passes``/``jvps``, ``accepted`` and the rule's own ``ctx.metrics``.
     """
     optimizer = model.optimizer
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and isinstance(
+        optimizer.inner_optimizer, DirectionalOptimizer
+    ):  # compile() wraps every optimizer under mixed_float16; ours scales its own losses
+        optimizer = optimizer.inner_optimizer
     if not isinstance(optimizer, DirectionalOptimizer):
         return keras.Model.train_step(model, data)
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
