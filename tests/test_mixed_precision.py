@@ -174,6 +174,23 @@ def test_overflow_skips_the_step_restores_state_and_halves_the_scale():
     assert int(opt.iterations) == 7
 
 
+def test_an_overflow_at_a_trial_point_skips_the_whole_line_search_step():
+    """``L = Σ 10·w²`` in float16 from w0 = 0.05: the scaled gradient is finite at w0
+    (2¹⁵·20·0.05 ≈ 3.3e4) but overflows at Wolfe's first trial w0 − 1·∇L = −0.95. The
+    search may go on to accept a smaller step; the step is skipped all the same."""
+    w = tf.Variable(tf.fill([3], 0.05), name="w")
+
+    def loss_fn() -> tf.Tensor:
+        x = tf.cast(w, tf.float16)
+        return tf.reduce_sum(tf.constant(10.0, tf.float16) * x * x)
+
+    opt = optimizers.WolfeLineSearch(dynamic_loss_scale=True)
+    info = opt.minimize(loss_fn, [w])
+    assert bool(info["loss_scale_overflow"]) and not bool(info["accepted"])
+    np.testing.assert_array_equal(w.numpy(), np.full(3, 0.05, np.float32))
+    assert float(opt.loss_scale) == 2.0**14
+
+
 def test_scale_doubles_after_growth_steps_and_survives_checkpoints(tmp_path):
     w, loss_fn = _underflowing_problem()
     opt = optimizers.DirectionalOptimizer(

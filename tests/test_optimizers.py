@@ -231,7 +231,7 @@ def test_weight_decay_is_applied_decoupled():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"use_ema": True}, {"loss_scale_factor": 2.0}, {"gradient_accumulation_steps": 2}],
+    [{"use_ema": True}, {"gradient_accumulation_steps": 2}],  # loss_scale_factor: supported
 )
 def test_unsupported_keras_options_are_rejected(kwargs):
     with pytest.raises(ValueError, match="does not support"):
