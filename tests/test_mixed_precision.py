@@ -392,3 +392,36 @@ def test_warm_worker_trial_after_a_leaked_policy_runs_in_float32(tmp_path, polic
     assert result["mixed_precision"] == "float32"
     final = keras.saving.load_model(tmp_path / "b" / "model.keras", compile=False)
     assert all(layer.compute_dtype == "float32" for layer in final.layers)
+
+
+@pytest.mark.slow  # three short runs each: ~20-30 s on a loaded machine
+@pytest.mark.parametrize("optimizer", ["Adam", "PolyakStep"])
+def test_runner_mixed_float16_resumes_exactly_with_its_loss_scale(tmp_path, optimizer):
+    """In-process runs under mixed_float16: a stock Keras optimizer is wrapped in Keras's
+    LossScaleOptimizer, ours scales itself; a run stopped at step 3 and resumed ends where an
+    uninterrupted run ends (the loss scale is checkpointed with the optimizer)."""
+    import gin
+
+    from dirgrad_opt import training
+
+    bindings = [
+        *problems.TINY_RUN,
+        f"train.optimizer = @{optimizer}()",
+        "train.num_steps = 6",
+        "train.eval_every = 3",
+        "train.checkpoint_every = 3",
+        "train.log_every = 3",
+        "train.mixed_precision = 'mixed_float16'",
+    ]
+    results = {}
+    for name, stops in (("straight", [None]), ("resumed", [3, None])):
+        for stop in stops:
+            gin.clear_config()
+            gin.parse_config(bindings)
+            results[name] = training.run(str(tmp_path / name), stop_after=stop)
+            assert keras.config.dtype_policy().name == "float32"
+    result = results["resumed"]
+    assert result["mixed_precision"] == "mixed_float16" and result["status"] == "complete"
+    expected = "LossScaleOptimizer" if optimizer == "Adam" else optimizer
+    assert result["optimizer"]["class"] == expected
+    assert result["final"] == results["straight"]["final"]
