@@ -29,9 +29,9 @@ Their default step follows Nocedal & Wright (2006, §8.1), scaled to the dtype a
     h = ε^(1/3) · (1 + ‖w‖) / ‖v‖      (central)
     h = ε^(1/2) · (1 + ‖w‖) / ‖v‖      (forward)
 
-with ε the machine epsilon of the coarser of the variables' dtype and the dtype layers compute in
-under Keras's global dtype policy (under ``mixed_bfloat16`` the float32 weights are cast to
-bfloat16, ε = 2⁻⁷, before the loss sees them). Pass ``step=`` to override it.
+with ε the machine epsilon of the variables' dtype — or, under a mixed-precision Keras policy,
+of the half-precision compute dtype if coarser (under ``mixed_bfloat16`` the float32 weights
+are cast to bfloat16, ε = 2⁻⁷, before the loss sees them). Pass ``step=`` to override it.
 
 Mixed precision: a loss computed in float16/bfloat16 is cast to float32 as it leaves ``loss_fn``,
 so every loss and derivative returned here is float32 when the variables are.
@@ -398,7 +398,9 @@ def default_fd_step(
     """
     leaves = tree.flatten(variables)
     dtype = tf.as_dtype(leaves[0].dtype)
-    eps = max(machine_epsilon(dtype), machine_epsilon(compute_dtype()))
+    eps = machine_epsilon(dtype)
+    if compute_dtype() in _HALF:  # mixed precision: the layers see w + h v rounded to it
+        eps = max(eps, machine_epsilon(compute_dtype()))
     power = 1.0 / 3.0 if method == "central_difference" else 0.5
     if weight_norm is None:
         weight_norm = tree.norm([tree._value(v) for v in leaves])
@@ -410,7 +412,7 @@ def default_fd_step(
 
 def compute_dtype() -> tf.DType:
     """The dtype layers compute in under Keras's global dtype policy (float16 under
-    ``mixed_float16``, bfloat16 under ``mixed_bfloat16``, else the variables' float32)."""
+    ``mixed_float16``, bfloat16 under ``mixed_bfloat16``, else float32)."""
     return tf.as_dtype(keras.config.dtype_policy().compute_dtype)
 
 
