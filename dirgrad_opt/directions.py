@@ -19,11 +19,6 @@ orthogonal     K orthonormal directions (uniform frame)     I / n (each)
 :func:`second_moment` returns the last column's scalar, so an estimator such as the forward
 gradient ``(∇L·v) v / second_moment`` is unbiased for any sampler.
 
-A Gaussian or Rademacher direction over many leaves is one draw from the seed's Philox stream,
-cut into per-leaf segments, and :func:`leaf` regenerates one leaf alone from its segment (same
-numbers: bit for bit in graph and eager mode; under XLA, Gaussian leaves agree to float
-rounding). Drawing the whole direction is one random-kernel call whatever the number of leaves.
-
 Caveat (TF 2.21, CPU): the stateless samplers and ``stateless_fold_in`` draw different numbers
 inside an XLA-compiled function than outside one, so the direction stream of a seed depends on
 the compile mode. Regenerate a direction under the same compile mode that drew it.
@@ -46,7 +41,6 @@ __all__ = [
     "SAMPLERS",
     "gaussian",
     "get",
-    "leaf",
     "make_seed",
     "orthogonal",
     "rademacher",
@@ -102,133 +96,14 @@ def _leading(num_directions: int | None) -> list[int]:
     return [int(num_directions)]
 
 
-# -- one Philox stream per seed, cut into per-leaf segments ----------------------------------
-#
-# A direction over many leaves is drawn as ONE call of a stateless Philox kernel (a few ops for
-# the whole model instead of several per leaf: on a small model the per-op dispatch cost, not
-# the arithmetic, is what makes drawing z expensive). Leaf i owns the segment of the stream that
-# starts ``offset_i`` Philox blocks in (each block is one counter value; its outputs are
-# ``per_block`` numbers), so the same numbers come out whether all leaves are drawn at once or
-# leaf i alone — its counter advanced by ``offset_i`` (:func:`leaf`: MeZO's in-place mode
-# regenerates one leaf at a time). Philox is counter-based, so skipping ahead costs nothing.
-
-_PHILOX = 1  # tf.random.Algorithm.PHILOX
-
-
-def _kind(name: str, dtype: tf.DType) -> tuple[str, tf.DType, int]:
-    """``(kernel, draw dtype, numbers per Philox block)`` for one leaf dtype."""
-    if name == "rademacher":
-        return "bits", tf.int32, 4  # 32 signs per int32 word; 4 words per block
-    if dtype == tf.float64:
-        return "normal", tf.float64, 2
-    return "normal", tf.float32, 4  # 16-bit leaves: drawn in float32, then cast
-
-
-def _units(kernel: str, count: int) -> int:
-    """Numbers of the stream one leaf of ``count`` scalars consumes."""
-    return (count + 31) // 32 if kernel == "bits" else count
-
-
-def _layout(name: str, variables: Any, num_directions: int | None) -> list[tuple]:
-    """Per leaf ``(shape with leading K, dtype, kernel, draw dtype, per_block, offset blocks)``."""
+def _per_leaf(variables: Any, seed: Seed, num_directions: int | None, draw: Callable) -> Any:
+    base = make_seed(seed)
     lead = _leading(num_directions)
-    out, offset = [], 0
-    for shape, dtype in _leaf_specs(variables):
-        full = lead + shape.as_list()
-        kernel, draw_dtype, per_block = _kind(name, dtype)
-        units = _units(kernel, tf.TensorShape(full).num_elements())
-        out.append((full, dtype, kernel, draw_dtype, per_block, offset))  # a "spec"
-        offset += -(-units // per_block)
-    return out
-
-
-def _advance(counter: tf.Tensor, blocks: int) -> tf.Tensor:
-    """The 128-bit Philox counter (two uint64 words, low first) plus ``blocks``, with carry."""
-    if blocks == 0:
-        return counter
-    low = counter[0] + tf.constant(blocks, tf.uint64)
-    carry = tf.cast(low < counter[0], tf.uint64)
-    return tf.stack([low, counter[1] + carry])
-
-
-def _draw(kernel: str, draw_dtype: tf.DType, units: int, key: tf.Tensor, counter: tf.Tensor):
-    if kernel == "bits":
-        return tf.raw_ops.StatelessRandomUniformFullIntV2(
-            shape=[units], key=key, counter=counter, alg=_PHILOX, dtype=tf.int32
-        )
-    return tf.raw_ops.StatelessRandomNormalV2(
-        shape=[units], key=key, counter=counter, alg=_PHILOX, dtype=draw_dtype
-    )
-
-
-def _signs(words: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-    """Flat ``±1`` of ``32·len(words)`` entries: entry ``32 i + j`` is −1 iff bit ``31 − j``
-    of word ``i`` is set (shifted into the sign bit)."""
-    spread = tf.bitwise.left_shift(words[:, tf.newaxis], tf.range(32, dtype=tf.int32)[tf.newaxis])
-    return tf.reshape(tf.where(spread < 0, tf.constant(-1.0, dtype), tf.constant(1.0, dtype)), [-1])
-
-
-def _finish(kernel: str, numbers: tf.Tensor, spec: tuple) -> tf.Tensor:
-    """One leaf's segment of the stream -> the leaf (signs or cast normals, reshaped)."""
-    full, dtype, *_ = spec
-    flat = _signs(numbers, dtype) if kernel == "bits" else numbers
-    return tf.reshape(tf.cast(flat[: _size(spec)], dtype), full)
-
-
-def _key_counter(seed: Seed) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.raw_ops.StatelessRandomGetKeyCounter(seed=make_seed(seed))
-
-
-def _sample_stream(name: str, variables: Any, seed: Seed, num_directions: int | None) -> Any:
-    """Every leaf from the seed's stream: one kernel call when all leaves draw the same dtype
-    (else one per leaf, from the same segments), then a slice per leaf."""
-    layout = _layout(name, variables, num_directions)
-    key, counter = _key_counter(seed)
-    if len({(spec[2], spec[3]) for spec in layout}) > 1:
-        out = [_leaf_from(layout, i, key, counter) for i in range(len(layout))]
-        return tf.nest.pack_sequence_as(variables, out)
-    _, dtype, kernel, draw_dtype, per_block, last_offset = layout[-1]
-    units = last_offset * per_block + _units(kernel, _size(layout[-1]))
-    numbers = _draw(kernel, draw_dtype, units, key, counter)
-    flat = _signs(numbers, dtype) if kernel == "bits" else numbers
-    stride = 32 * per_block if kernel == "bits" else per_block  # entries per block
-    out = []
-    for spec in layout:
-        start = spec[5] * stride
-        out.append(tf.reshape(tf.cast(flat[start : start + _size(spec)], spec[1]), spec[0]))
+    out = [
+        draw(lead + shape.as_list(), make_seed(base, i), dtype)
+        for i, (shape, dtype) in enumerate(_leaf_specs(variables))
+    ]
     return tf.nest.pack_sequence_as(variables, out)
-
-
-def _size(spec: tuple) -> int:
-    return tf.TensorShape(spec[0]).num_elements()
-
-
-def _leaf_from(layout: list[tuple], index: int, key: tf.Tensor, counter: tf.Tensor) -> tf.Tensor:
-    _, _, kernel, draw_dtype, _, offset = layout[index]
-    units = _units(kernel, _size(layout[index]))
-    return _finish(
-        kernel, _draw(kernel, draw_dtype, units, key, _advance(counter, offset)), layout[index]
-    )
-
-
-def leaf(
-    name: str, variables: Any, seed: Seed, index: int, num_directions: int | None = None
-) -> tf.Tensor:
-    """Leaf ``index`` of ``sample(name, variables, seed, num_directions)``, drawn alone.
-
-    The same numbers as the whole draw (leaf ``index``'s segment of the seed's Philox stream,
-    reached by advancing the counter), at the memory of one leaf: MeZO regenerates ``z`` leaf by
-    leaf with it. ``name`` is ``"gaussian"`` or ``"rademacher"`` (the normalised samplers need
-    every leaf).
-    """
-    get(name)
-    if name not in ("gaussian", "rademacher"):
-        raise ValueError(f"leaf: {name!r} normalises over all leaves; draw it with sample()")
-    layout = _layout(name, tree.flatten(variables), num_directions)
-    if not 0 <= index < len(layout):
-        raise ValueError(f"leaf index {index} out of range for {len(layout)} leaves")
-    key, counter = _key_counter(seed)
-    return _leaf_from(layout, index, key, counter)
 
 
 def gaussian(variables: Any, seed: Seed, num_directions: int | None = None) -> Any:
@@ -242,7 +117,12 @@ def gaussian(variables: Any, seed: Seed, num_directions: int | None = None) -> A
     Returns:
       A nest like ``variables``.
     """
-    return _sample_stream("gaussian", variables, seed, num_directions)
+    return _per_leaf(
+        variables,
+        seed,
+        num_directions,
+        lambda shape, s, dtype: tf.random.stateless_normal(shape, seed=s, dtype=dtype),
+    )
 
 
 def rademacher_bits(shape: Any, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
@@ -263,17 +143,19 @@ def rademacher_bits(shape: Any, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
         for d in shape:
             size *= int(d)
     words = tf.random.stateless_uniform(
-        tf.reshape((size + 31) // 32, [1]), seed=seed, minval=None, maxval=None, dtype=tf.int32
+        tf.stack([(size + 31) // 32, 1]), seed=seed, minval=None, maxval=None, dtype=tf.int32
     )
-    return tf.reshape(_signs(words, dtype)[:size], shape)
+    spread = tf.bitwise.left_shift(words, tf.range(32, dtype=tf.int32)[tf.newaxis, :])
+    signs = tf.where(spread < 0, tf.constant(-1.0, dtype), tf.constant(1.0, dtype))
+    return tf.reshape(tf.reshape(signs, [-1])[:size], shape)
 
 
 def rademacher(variables: Any, seed: Seed, num_directions: int | None = None) -> Any:
     """``v_j = ±1`` with probability ½ each, i.i.d.; ``E[v vᵀ] = I`` (Args as :func:`gaussian`).
 
-    Generated 32 signs per random word, as :func:`rademacher_bits` does.
+    Generated 32 signs per random word (:func:`rademacher_bits`).
     """
-    return _sample_stream("rademacher", variables, seed, num_directions)
+    return _per_leaf(variables, seed, num_directions, rademacher_bits)
 
 
 def _flat(directions: Any, k: int) -> tf.Tensor:
