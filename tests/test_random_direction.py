@@ -484,11 +484,17 @@ def test_zeroth_order_update_matches_the_formula():
 
 
 def test_non_finite_loss_leaves_weights_untouched():
+    """Bit-exact where w0 is kept; MeZO's in-place mode undoes w + εz − 2εz + εz, exact only to
+    rounding (as documented: bit-exact here for some draws, not others), so it is checked to
+    float32 rounding."""
     w = tf.Variable([1.0, 2.0])
     for opt in (ZerothOrder(), ForwardGradient(), ZerothOrder(in_place=True)):
         info = opt.minimize(lambda: tf.reduce_sum(w) * float("nan"), [w])
         assert not bool(info["accepted"])
-        np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])
+        if getattr(opt, "in_place", False):
+            np.testing.assert_allclose(w.numpy(), [1.0, 2.0], rtol=4e-7, atol=0)
+        else:
+            np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])
 
 
 @pytest.mark.parametrize(

@@ -141,10 +141,10 @@ LEARNS_WITH = {
     "ZOMomentum": ("ZOMomentum.learning_rate = 0.012", "ZOMomentum.num_directions = 8"),
 }
 # One random direction per step learns slowly and its 30-step progress depends on the draw.
-# Over seeds 0-5, (final/first loss, test accuracy) was 0.52-0.85 (1.23 once), 0.24-0.55 with
-# the fused direction stream and 0.50-0.82, 0.25-0.56 with the former per-leaf one: the
-# common 0.6 / 0.55 bar held on seed 0 of the old stream only, by luck. RandomDirectionLineSearch
-# is held to (0.85, 0.35) on seed 0 — still red if it does not move (ratio 1, chance 0.25).
+# Over seeds 0-5, (final/first loss, test accuracy) was 0.50-0.82, 0.25-0.56 (and with another
+# direction stream that was tried, 0.52-1.23, 0.24-0.55): the common 0.6 / 0.55 bar holds on
+# seed 0 only, by luck. RandomDirectionLineSearch is held to (0.85, 0.35) — still red if it
+# does not move (ratio 1) or does not learn (chance 0.25).
 LEARNS_BELOW = {"RandomDirectionLineSearch": 0.85}
 ACCURACY_ABOVE = {"RandomDirectionLineSearch": 0.35}
 # Passes per step (forward, backward, jvps) from each method's documented cost; `e` is the
