@@ -579,14 +579,14 @@ class ZerothOrder(DirectionalOptimizer):
     def perturbation(self, variables: Sequence[Any], seed: tf.Tensor, index: int) -> tf.Tensor:
         """Leaf ``index`` of the perturbation ``z`` for the per-sample ``seed``.
 
-        Leaf ``index``'s segment of the seed's random stream (:func:`dirgrad_opt.directions.leaf`),
-        so one leaf regenerated alone equals that leaf of :meth:`perturbations`.
+        Drawn from ``make_seed(seed, index)`` so that one leaf can be regenerated alone.
         """
-        return directions.leaf(self.distribution, list(variables), seed, index)
+        spec = tf.TensorSpec(variables[index].shape, tf.as_dtype(variables[index].dtype))
+        return directions.sample(self.distribution, [spec], directions.make_seed(seed, index))[0]
 
     def perturbations(self, variables: Sequence[Any], seed: tf.Tensor) -> list[tf.Tensor]:
-        """Every leaf of ``z`` for ``seed``, one draw (the same numbers as :meth:`perturbation`)."""
-        return list(directions.sample(self.distribution, list(variables), seed))
+        """Every leaf of ``z`` for ``seed`` (the same numbers as :meth:`perturbation`)."""
+        return [self.perturbation(variables, seed, i) for i in range(len(variables))]
 
     def _perturb(self, ctx: StepContext, seed: tf.Tensor, scale: float, after: list[Any]) -> list:
         """In-place mode: ``w ← w + scale·z``, leaf by leaf, ``z`` regenerated (MeZO)."""
