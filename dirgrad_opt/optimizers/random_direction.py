@@ -496,8 +496,8 @@ class ZerothOrder(DirectionalOptimizer):
     times in place (2K + 1 one-sided; the last restore is fused with the update). TF's Gaussian
     sampler is slow on CPU; ``distribution="rademacher"`` draws 32 signs per random word
     (:func:`dirgrad_opt.directions.rademacher_bits`, ~4× faster). Measured on the MNIST-1D MLP
-    at batch 100 (``docs/random_direction.md``): 1.87× a backprop SGD step with Gaussian z,
-    1.33× with ±1 z, where two forward passes alone are ~1.04×.
+    at batch 100 on a quiet 2-core CPU (``docs/random_direction.md``): 1.72× a backprop SGD
+    step with Gaussian z, 1.31× with ±1 z, where two forward passes alone are ~1.1×.
 
     **Restoring the weights.** By default (``in_place=False``) the step keeps the start point
     ``w`` (the base class's snapshot) and this step's ``z``, sets the variables to ``w + εz``,
