@@ -376,3 +376,26 @@ def test_killed_worker_fails_in_bounded_time_and_the_rerun_resumes(tmp_path):
     result = schema.read_result(workdir / schema.RESULT_FILE)
     assert result["status"] == "complete" and result["steps"] == 400
     assert result["distribution"]["num_workers"] == 2
+
+
+def test_mixed_precision_under_mirrored_strategy_follows_the_single_device_run(strategy, tmp_path):
+    """mixed_float16 + 2 replicas, Armijo: one loss scale for all replicas (an optimizer
+    variable), float32 trial losses, and the run follows the mixed one-device run up to the
+    half-precision rounding of per-replica matmuls (the two half batches vs one batch)."""
+    files = ("configs/quickstart.gin", RUNNER_OPTIMIZERS["ArmijoLineSearch"])
+    mixed = ["train.mixed_precision = 'mixed_float16'"]
+    one = _run(tmp_path / "one", *files, bindings=mixed)
+    two = _run(
+        tmp_path / "two",
+        *files,
+        bindings=[*mixed, "train.strategy = 'mirrored'", "train.cpu_replicas = 2"],
+    )
+    assert one["mixed_precision"] == two["mixed_precision"] == "mixed_float16"
+    assert two["distribution"]["num_replicas"] == 2
+    r1, r2 = _train_records(tmp_path / "one"), _train_records(tmp_path / "two")
+    assert [r["step"] for r in r2] == list(range(1, 7))
+    for a, b in zip(r1, r2, strict=True):
+        assert b["loss_scale"] == a["loss_scale"]  # dynamic scale, no overflow: 2^15 throughout
+        assert b["accepted"] == a["accepted"] == 1.0
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-2)
+    assert two["final"]["train_loss"] == pytest.approx(one["final"]["train_loss"], rel=1e-2)
