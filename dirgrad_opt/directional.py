@@ -34,7 +34,8 @@ of the half-precision compute dtype if coarser (under ``mixed_bfloat16`` the flo
 are cast to bfloat16, ε = 2⁻⁷, before the loss sees them). Pass ``step=`` to override it.
 
 Mixed precision: a loss computed in float16/bfloat16 is cast to float32 as it leaves ``loss_fn``,
-so every loss and derivative returned here is float32 when the variables are.
+so every loss and derivative returned here is float32 when the variables are — and also when
+the variables themselves are float16/bfloat16 (their gradients keep the variables' dtype).
 
 Correctness guard: under XLA (``tf.function(jit_compile=True)``, Keras ``jit_compile=True`` or
 global auto-clustering), TF 2.21 computes wrong JVPs through max-pooling (0.1–3 % of tangent
