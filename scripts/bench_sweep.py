@@ -124,18 +124,18 @@ def main() -> None:
         f"train.checkpoint_every = {args.steps}",
         f"train.log_every = {args.steps}",
     ]
+    # (name, parallel, threads, warm, ray)
     settings = [
-        ("parallel=1", 1, None, False),
-        (f"parallel=2, {max(1, cores // 2)} thread(s) each", 2, None, False),
+        ("parallel=1", 1, None, False, False),
+        (f"parallel=2, {max(1, cores // 2)} thread(s) each", 2, None, False, False),
     ]
     if args.oversubscribed:
-        settings.append(("parallel=2, unlimited threads", 2, cores, False))
+        settings.append(("parallel=2, unlimited threads", 2, cores, False, False))
     if args.warm:
-        settings.append(("parallel=1, warm workers", 1, None, True))
+        settings.append(("parallel=1, warm workers", 1, None, True, False))
         settings.append(
-            (f"parallel=2, {max(1, cores // 2)} thread(s), warm workers", 2, None, True)
+            (f"parallel=2, {max(1, cores // 2)} thread(s), warm workers", 2, None, True, False)
         )
-    settings = [(*setting, False) for setting in settings]
     if args.ray:
         settings.append(("ray, parallel=2, a task per trial", 2, None, False, True))
         settings.append(("ray, parallel=2, warm actors", 2, None, True, True))
