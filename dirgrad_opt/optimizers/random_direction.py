@@ -675,7 +675,8 @@ class ZerothOrder(DirectionalOptimizer):
         move = ok & tf.not_equal(lr, 0.0)
         rate = tf.where(move, lr, tf.zeros_like(lr))  # scalars: no full-size masks below
         safe = [tf.where(ok, c, tf.zeros_like(c)) for c in coefs]  # a NaN never reaches w
-        scales = [rate * c / float(len(safe)) for c in safe]  # exact mode: one scalar per z_k
+        # exact mode: w0 − Σ_k (η c_k / K) z_k, one scalar per kept z_k
+        scales = [] if kept is None else [rate * c / float(len(safe)) for c in safe]
         for i, v in enumerate(ctx.variables):
             decays = bool(self.weight_decay) and self._use_weight_decay(v)
             changes = ok if decays else move
