@@ -64,27 +64,35 @@ def _matrix_quadratic():
     return [w, b], loss_fn
 
 
-def _estimates(opt, loss_fn, variables, samples: int) -> np.ndarray:
-    """``samples`` estimates ``g̃`` at ``w₀``: steps of size 1 from ``w₀`` (successive seeds)."""
-    w0 = [tf.identity(v) for v in variables]
+def _estimates(opt, loss_fn, variables, samples: int, extra_state=(), held=()) -> np.ndarray:
+    """``samples`` estimates ``g̃`` at ``w₀``: steps of size 1 from ``w₀`` (successive seeds).
+
+    Before every step the variables and ``extra_state`` (optimizer state whose change is
+    measured too, after the variables) go back to their start and each ``(state, value)`` of
+    ``held`` is assigned; a row is the flattened change ``start − after``.
+    """
     opt.build(variables)
+    state = list(variables) + list(extra_state)
+    start = [tf.identity(v) for v in state]
 
     @tf.function
     def collect():
         out = tf.TensorArray(tf.float64, size=samples)
         for i in tf.range(samples):
-            for v, w in zip(variables, w0, strict=True):
+            for v, w in zip(state, start, strict=True):
                 v.assign(w)
+            for v, value in held:
+                v.assign(value)
             opt.minimize(loss_fn, variables)
             flat = [
                 tf.reshape(tf.cast(w - v, tf.float64), [-1])
-                for v, w in zip(variables, w0, strict=True)
+                for v, w in zip(state, start, strict=True)
             ]
             out = out.write(i, tf.concat(flat, 0))
         return out.stack()
 
     result = collect().numpy()
-    for v, w in zip(variables, w0, strict=True):
+    for v, w in zip(state, start, strict=True):
         v.assign(w)
     return result
 
@@ -407,25 +415,10 @@ def test_runner_resume_is_seed_exact(name, tmp_path):
 
 def _guided_samples(opt, loss_fn, variables, guess, samples: int) -> np.ndarray:
     """Estimates at ``w₀`` with the guess held at ``guess`` (reset before every step)."""
-    w0 = [tf.identity(v) for v in variables]
     opt.build(variables)
-
-    @tf.function
-    def collect():
-        out = tf.TensorArray(tf.float64, size=samples)
-        for i in tf.range(samples):
-            for v, w, g, m in zip(variables, w0, opt._guess, guess, strict=True):
-                v.assign(w)
-                g.assign(m)
-            opt.minimize(loss_fn, variables)
-            flat = [
-                tf.reshape(tf.cast(w - v, tf.float64), [-1])
-                for v, w in zip(variables, w0, strict=True)
-            ]
-            out = out.write(i, tf.concat(flat, 0))
-        return out.stack()
-
-    return collect().numpy()
+    return _estimates(
+        opt, loss_fn, variables, samples, held=list(zip(opt._guess, guess, strict=True))
+    )
 
 
 @pytest.mark.parametrize("unbiased", [True, False], ids=["corrected", "uncorrected"])
@@ -475,21 +468,7 @@ def _local_estimates(opt, closure, samples: int) -> np.ndarray:
     """Steps of size 1 from the same weights and heads: model deltas, then head deltas."""
     variables = closure.model.trainable_variables
     opt.build(variables)
-    state = variables + opt._head_vars
-    start = [tf.identity(v) for v in state]
-
-    @tf.function
-    def collect():
-        out = tf.TensorArray(tf.float64, size=samples)
-        for i in tf.range(samples):
-            for v, w in zip(state, start, strict=True):
-                v.assign(w)
-            opt.minimize(closure, variables)
-            flat = [tf.reshape(w - v, [-1]) for v, w in zip(state, start, strict=True)]
-            out = out.write(i, tf.concat(flat, 0))
-        return out.stack()
-
-    return collect().numpy()
+    return _estimates(opt, closure, variables, samples, extra_state=opt._head_vars)
 
 
 @pytest.mark.parametrize("cls", [ActivityForwardGradient, ActivityZerothOrder])
