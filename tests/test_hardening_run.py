@@ -101,10 +101,11 @@ def start(gin_file: Path, workdir: Path, log: Path, *params: str) -> subprocess.
 
 
 def wait_for_training(proc: subprocess.Popen, workdir: Path, log: Path) -> None:
-    """Blocks until the run has written its first metrics record (it is then in its loop)."""
+    """Blocks until the run has written its first training record (it is then in its loop;
+    the step-0 evaluation record comes before any step, so it is not enough)."""
     deadline = time.time() + 120
     metrics = workdir / "metrics.jsonl"
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+    while not (metrics.exists() and '"kind": "train"' in metrics.read_text()):
         assert proc.poll() is None, log.read_text()
         assert time.time() < deadline, "no metrics record within 120 s"
         time.sleep(0.05)
