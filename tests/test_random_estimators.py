@@ -137,6 +137,33 @@ def test_rademacher_bits_are_fair_independent_signs_and_reproducible():
     assert np.mean(z != other.numpy()) > 0.45
 
 
+def test_spread_signs_table_and_shift_paths_give_the_documented_mapping():
+    """Entry 32 i + b is −1 iff bit b of word i, by the table (graph) and shift (XLA) paths."""
+    words = tf.random.stateless_uniform(
+        [64], directions.make_seed(5), minval=None, maxval=None, dtype=tf.int32
+    )
+    value_bits = (words.numpy().astype(np.int64)[:, None] >> np.arange(32)[None, :]) & 1
+    expected = np.where(value_bits.ravel() == 1, -1.0, 1.0)
+    for by_table in (True, False):
+        got = directions.spread_signs(words, tf.float32, by_table=by_table)
+        np.testing.assert_array_equal(got.numpy(), expected)
+        compiled = tf.function(
+            lambda w, t=by_table: directions.spread_signs(w, tf.float32, by_table=t),
+            jit_compile=True,
+        )
+        np.testing.assert_array_equal(compiled(words).numpy(), expected)
+    # the automatic choice: the table (a gather) outside XLA, the shifts under XLA
+    for jit in (False, True):
+        graph = (
+            tf.function(lambda w: directions.spread_signs(w, tf.float32), jit_compile=jit)
+            .get_concrete_function(words)
+            .graph
+        )
+        ops = {op.type for op in graph.get_operations()}
+        assert ("GatherV2" in ops) is (not jit), (jit, sorted(ops))
+        assert ("LeftShift" in ops) is jit, (jit, sorted(ops))
+
+
 # ----------------------------------------------------------------------------- unbiasedness
 
 
