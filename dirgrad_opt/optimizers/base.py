@@ -508,7 +508,8 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
             self.build(variables)
         else:
             self._check_variables_are_known(variables)
-        with tf.name_scope(self.name):
+        # (Keras names a class `_Mine` '__mine', which TF refuses as a root scope name)
+        with tf.name_scope(self.name.lstrip("_") or "optimizer"):
             dynamic = self._dynamic_scaling
             if dynamic:  # a skipped step puts every weight and state variable back
                 self._overflow.assign(0)
