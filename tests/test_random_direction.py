@@ -497,6 +497,64 @@ def test_non_finite_loss_leaves_weights_untouched():
             np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])
 
 
+class _GenericForwardGradient(ForwardGradient):
+    """Takes the base class's generic step (a ``_move`` override turns the fast path off)."""
+
+    def _move(self, ctx, t, d, ok):
+        return super()._move(ctx, t, d, ok)
+
+
+class _HalfStepForwardGradient(ForwardGradient):
+    """A user's step-size rule: half the learning rate. The fast path must not bypass it."""
+
+    def compute_step_size(self, ctx, loss, direction, slope):
+        t, accepted = super().compute_step_size(ctx, loss, direction, slope)
+        return 0.5 * t, accepted
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"distribution": "rademacher"},
+        {"num_directions": 3},
+        {"method": "central_difference", "fd_step": 1e-2},
+    ],
+    ids=["gaussian", "rademacher", "k3", "central_difference"],
+)
+def test_forward_gradient_fast_path_is_the_generic_step(kwargs):
+    """Plain SGD on g̃ takes a shortcut (w += Σ_k a_k v_k in place); same step, same metrics."""
+    x = tf.constant(np.random.default_rng(0).standard_normal((32, 5)), tf.float32)
+    y = tf.constant(np.random.default_rng(1).standard_normal((32, 1)), tf.float32)
+    runs = []
+    for cls in (ForwardGradient, _GenericForwardGradient):
+        w = tf.Variable(tf.fill([5, 1], 0.3))
+        opt = cls(learning_rate=0.05, seed=4, **kwargs)
+        assert opt._plain_sgd() is (cls is ForwardGradient)
+        info = _run(opt, lambda w=w: tf.reduce_mean(tf.square(x @ w - y)), [w], 6)
+        runs.append((w.numpy(), {k: float(v) for k, v in info.items()}))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-6, atol=1e-7)
+    assert runs[0][1].keys() == runs[1][1].keys()
+    for key, value in runs[0][1].items():
+        np.testing.assert_allclose(value, runs[1][1][key], rtol=1e-5, err_msg=key)
+    # a non-finite loss: no move, not accepted, step size 0, on both paths
+    for cls in (ForwardGradient, _GenericForwardGradient):
+        w = tf.Variable([1.0, 2.0])
+        info = cls(seed=1, **kwargs).minimize(lambda w=w: tf.reduce_sum(w) * float("inf"), [w])
+        np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])
+        assert not bool(info["accepted"]) and float(info["step_size"]) == 0.0
+
+
+def test_forward_gradient_fast_path_keeps_a_subclass_rule():
+    """A subclass's own step-size rule is used (the shortcut is only for the unchanged rules)."""
+    moves = []
+    for cls in (ForwardGradient, _HalfStepForwardGradient):
+        w = tf.Variable([1.0, -2.0, 0.5])
+        cls(learning_rate=0.1, seed=2).minimize(lambda w=w: tf.reduce_sum(w**2), [w])
+        moves.append(w.numpy() - np.array([1.0, -2.0, 0.5], np.float32))
+    np.testing.assert_allclose(moves[1], 0.5 * moves[0], rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -89,10 +89,14 @@ def forward_gradient_estimate(
     """
     k = int(derivatives.shape[0])
     scale = 1.0 / (k * float(second_moment))
-    return [
-        tf.tensordot(tf.cast(derivatives, v.dtype), v, axes=1) * tf.constant(scale, v.dtype)
-        for v in directions_
-    ]
+    out = []
+    for v in directions_:  # the K coefficients scaled first: one pass over each leaf
+        c = tf.cast(derivatives, v.dtype) * tf.constant(scale, v.dtype)
+        if k == 1:  # a scalar times the leaf (a [1]·[1, n] tensordot is a slow matmul)
+            out.append(c[0] * tf.squeeze(v, axis=0))
+        else:
+            out.append(tf.tensordot(c, v, axes=1))
+    return out
 
 
 def variance_step_scale(
@@ -438,16 +442,65 @@ class ForwardGradient(EstimateStep, DirectionalOptimizer):
         dirs = directions.sample(name, list(variables), seed, self.num_directions)
         return dirs, directions.second_moment(name, list(variables))
 
+    def _plain_sgd(self) -> bool:
+        """Whether the step is ``w ← w − η g̃`` by this class's own rules (the fast path).
+
+        Not with ``inner``, diagnostics, variance control, clipping or weight decay, nor when a
+        subclass overrides a rule the generic step would call.
+        """
+        cls = type(self)
+        return (
+            self.inner is None
+            and not (self.diagnostics or self.variance_control or self.weight_decay)
+            and not (self.clipnorm or self.clipvalue or self.global_clipnorm)
+            and cls.compute_direction is ForwardGradient.compute_direction
+            and cls.compute_step_size is ForwardGradient.compute_step_size
+            and cls._move is DirectionalOptimizer._move
+        )
+
+    def step(self, ctx: StepContext) -> dict[str, tf.Tensor]:
+        """The generic step, or for plain SGD on ``g̃`` the same update in two passes per leaf.
+
+        ``w ← w + Σ_k a_k v_k`` with the scalars ``a_k = −η (∇L·v_k) / (K s)`` (0 when the
+        loss, a derivative or η is not finite): the variables still hold ``w0`` (no method
+        moves them), so one scaled direction is added in place instead of forming ``g̃``,
+        ``−g̃``, ``w0 + t·d`` and a select, four passes over the weights.
+        """
+        if not self._plain_sgd():
+            return super().step(ctx)
+        dirs, s = self.sample_directions(ctx.variables, _step_seed(self, self.seed))
+        loss, derivatives = ctx.directional_derivatives(dirs, self.method, step=self.fd_step)
+        k = self.num_directions
+        slope = -tf.reduce_sum(tf.square(derivatives)) / tf.constant(k * s, loss.dtype)
+        lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
+        ok = tf.math.is_finite(loss) & tf.math.is_finite(slope) & tf.math.is_finite(lr)
+        rate = tf.where(ok, lr, tf.zeros_like(lr))
+        safe = tf.where(ok, tf.cast(derivatives, loss.dtype), tf.zeros_like(derivatives))
+        for v, delta in zip(
+            ctx.variables, forward_gradient_estimate(-rate * safe, dirs, s), strict=True
+        ):
+            v.assign_add(delta)
+        return {
+            "loss": loss,
+            "step_size": rate,
+            "accepted": ok,
+            "descent": slope < 0,
+            "slope": slope,
+        }
+
     def compute_direction(self, ctx: StepContext) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
         """``(loss, d, slope)`` with ``d = −g̃`` (or the inner optimizer's update for ``g̃``)."""
         dirs, s = self.sample_directions(ctx.variables, _step_seed(self, self.seed))
         loss, derivatives = ctx.directional_derivatives(dirs, self.method, step=self.fd_step)
+        k = float(self.num_directions)
+        slope = -tf.reduce_sum(tf.square(derivatives)) / tf.constant(k * s, loss.dtype)
+        if self.inner is None and not (self.diagnostics or self.variance_control):
+            # d = −g̃ formed directly (−1 folded into the K coefficients: no extra pass)
+            return loss, forward_gradient_estimate(-derivatives, dirs, s), slope
         estimate = forward_gradient_estimate(derivatives, dirs, s)
         if self.diagnostics:
             _report_diagnostics(ctx, estimate)
         if self.inner is None:
-            k = float(self.num_directions)
-            slope = -tf.reduce_sum(tf.square(derivatives)) / tf.constant(k * s, loss.dtype)
             if self.variance_control:
                 n = sum(int(tf.size(v)) for v in ctx.variables) if self.orthogonal else None
                 scale, _, _ = variance_step_scale(derivatives, dirs, s, n)
