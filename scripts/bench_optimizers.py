@@ -109,8 +109,11 @@ _MODEL = flags.DEFINE_enum(
     "step-part model: 'mlp' (784-widths-10, relu) or 'mnist1d' (the residual MNIST-1D MLP "
     "40-256-256-10 of dirgrad_opt.models.mnist1d_mlp, 78 858 weights; use --batch_size=100)",
 )
-_VARIANTS = flags.DEFINE_list(
-    "variants", None, "step part: only these variant names (plus forward pass and SGD)"
+_VARIANTS = flags.DEFINE_string(
+    "variants",
+    None,
+    "step part: only these variant names, separated by ';' (names contain commas), plus the "
+    "forward pass and SGD",
 )
 _BUDGET = flags.DEFINE_integer("budget_fpe", 30_000, "MNIST-1D budget in forward-pass equivalents")
 _WIDTH_1D = flags.DEFINE_integer("mnist1d_width", 256, "width of the MNIST-1D residual MLP")
@@ -225,6 +228,16 @@ def _optimizer_variants() -> list[tuple[str, Callable[[], Any] | None, str]]:
     return out
 
 
+def _selected_variants() -> list[str]:
+    """The ``--variants`` names; an unknown name is an error listing the known ones."""
+    names = [n.strip() for n in _VARIANTS.value.split(";") if n.strip()]
+    known = {name for name, _, _ in _optimizer_variants()} | {FORWARD_PASS, SGD, GENERATE_Z}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise app.UsageError(f"--variants: unknown {unknown}; choose from {sorted(known)}")
+    return names
+
+
 def build_step_variants(
     seed: int, jit: bool, batch: int, only: tuple[str, ...] | None = None
 ) -> tuple[list[Variant], int]:
@@ -238,7 +251,7 @@ def build_step_variants(
     def wanted(name: str) -> bool:
         if name in (FORWARD_PASS, SGD):
             return only is None or name in only
-        if _VARIANTS.value is not None and name not in _VARIANTS.value:
+        if _VARIANTS.value is not None and name not in _selected_variants():
             return False
         return only is None or name in only
 
