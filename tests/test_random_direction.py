@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from dirgrad_opt import directional, directions
 from dirgrad_opt.models import quadratic_problem
+from dirgrad_opt.optimizers import LowRankZerothOrder, ModelClosure, ZOAdam
 from dirgrad_opt.optimizers.random_direction import (
     ForwardGradient,
     RandomDirectionLineSearch,
@@ -65,8 +66,17 @@ def _digits():
     return (x[:1400], y[:1400]), (x[1400:], y[1400:])
 
 
-def _mlp_problem(seed: int = 0, dtype: tf.DType = tf.float32, widths=(8, 3), inputs: int = 5):
-    """A tiny tanh MLP's variables and a fixed-batch cross-entropy closure."""
+def _mlp_problem(
+    seed: int = 0,
+    dtype: tf.DType = tf.float32,
+    widths=(8, 3),
+    inputs: int = 5,
+    variable=tf.Variable,
+):
+    """A tiny tanh MLP's variables and a fixed-batch cross-entropy closure.
+
+    ``variable=keras.Variable`` gives the weights a Keras model has.
+    """
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.standard_normal((16, inputs)), dtype)
     y = tf.constant(rng.integers(0, widths[-1], 16), tf.int32)
@@ -74,9 +84,9 @@ def _mlp_problem(seed: int = 0, dtype: tf.DType = tf.float32, widths=(8, 3), inp
     variables = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         variables.append(
-            tf.Variable(rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in), dtype=dtype)
+            variable(rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in), dtype=dtype)
         )
-        variables.append(tf.Variable(0.1 * rng.standard_normal(fan_out), dtype=dtype))
+        variables.append(variable(0.1 * rng.standard_normal(fan_out), dtype=dtype))
 
     def loss_fn() -> tf.Tensor:
         h = x
@@ -446,6 +456,90 @@ def test_zeroth_order_exact_mode_leaves_weights_bit_identical_over_10000_steps()
         variables,
         2000,
     )
+    for b, v in zip(before, variables, strict=True):
+        assert b.tobytes() == v.numpy().tobytes()
+
+
+def _sequential(monkeypatch):
+    """Forces ZerothOrder's probes to move the variables (the path for tf.Variables)."""
+    monkeypatch.setattr(ZerothOrder, "_side_by_side", staticmethod(lambda ctx: False))
+
+
+def _zo_models(seed: int = 3):
+    """A Keras MLP with BatchNorm (its statistics are assigned inside the closure)."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.BatchNormalization(momentum=0.5),
+            keras.layers.Dense(3),
+        ]
+    )
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal((16, 5)), tf.float32)
+    y = tf.constant(rng.integers(0, 3, 16), tf.int32)
+
+    def ce(logits, labels):
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+    return model, ModelClosure(model, ce, x, y)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ZerothOrder(0.05, eps=1e-2, seed=2),
+        lambda: ZerothOrder(0.05, distribution="rademacher", num_directions=2, seed=2),
+        lambda: ZerothOrder(0.05, one_sided=True, seed=2),
+        lambda: ZOAdam(0.01, distribution="rademacher", seed=2),
+        lambda: LowRankZerothOrder(0.05, seed=2),
+    ],
+    ids=["gaussian", "rademacher_k2", "one_sided", "zo_adam", "lozo"],
+)
+def test_zeroth_order_side_by_side_probes_are_the_moved_variables_probes(make, monkeypatch):
+    """On a Keras model the probes run in a StatelessScope (variables never moved, BatchNorm's
+    statistics assigned after each probe): the same weights, statistics and counts as moving
+    the variables, and no probe assignment is traced."""
+    results, assigns = [], []
+    for sequential in (False, True):
+        if sequential:
+            _sequential(monkeypatch)
+        model, closure = _zo_models()
+        opt = make()
+        step = tf.function(
+            lambda opt=opt, c=closure, m=model: opt.minimize(c, m.trainable_variables)
+        )
+        opt.build(model.trainable_variables)
+        graph = step.get_concrete_function().graph
+        assigns.append(sum(op.type == "AssignVariableOp" for op in graph.get_operations()))
+        for _ in range(4):
+            info = step()
+        results.append(
+            (
+                [v.numpy() for v in model.variables],
+                {k: float(v) for k, v in info.items()},
+                int(opt.totals["forward_passes"]),
+            )
+        )
+    (side, side_info, side_fp), (moved, moved_info, moved_fp) = results
+    for a, b in zip(side, moved, strict=True):  # weights and BatchNorm statistics
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert side_info.keys() == moved_info.keys() and side_fp == moved_fp
+    np.testing.assert_allclose(side_info["loss"], moved_info["loss"], rtol=1e-6)
+    trainable = len(model.trainable_variables)
+    assert assigns[0] <= assigns[1] - 2 * trainable, assigns  # no w0 ± εz written
+
+
+def test_zeroth_order_side_by_side_leaves_keras_weights_bit_identical():
+    """Side by side nothing is written when the estimate is 0 or the loss is not finite."""
+    variables, mlp_loss = _mlp_problem(seed=1, variable=keras.Variable)
+    before = _values(variables)
+    opt = ZerothOrder(learning_rate=0.5, eps=1e-2)
+    info = _run(opt, lambda: 0.0 * mlp_loss() + 1.0, variables, 500)
+    assert float(info["step_size"]) == 0.5
+    info = _run(ZerothOrder(), lambda: mlp_loss() * float("nan"), variables, 3)
+    assert not bool(info["accepted"])
     for b, v in zip(before, variables, strict=True):
         assert b.tobytes() == v.numpy().tobytes()
 

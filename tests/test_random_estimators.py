@@ -137,6 +137,39 @@ def test_rademacher_bits_are_fair_independent_signs_and_reproducible():
     assert np.mean(z != other.numpy()) > 0.45
 
 
+@pytest.mark.parametrize("k", [None, 3])
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_rademacher_tree_is_one_stream_and_each_leaf_regenerates_alone(k, jit):
+    """``rademacher_leaf(i)`` is leaf i of the one-stream tree draw (mixed dtypes, odd sizes)."""
+    tree_ = [
+        tf.zeros([7, 5]),
+        tf.zeros([33], tf.bfloat16),
+        tf.zeros([7, 5]),
+        tf.zeros([1]),
+        tf.zeros([40, 256]),
+    ]
+    seed = directions.make_seed(11)
+    both = tf.function(
+        lambda: (
+            directions.rademacher(tree_, seed, k),
+            [directions.rademacher_leaf(tree_, seed, i, k) for i in range(len(tree_))],
+        ),
+        jit_compile=jit,
+    )
+    whole, alone = both()
+    for w, a, leaf in zip(whole, alone, tree_, strict=True):
+        assert w.dtype == leaf.dtype and w.shape == ([k] if k else []) + leaf.shape
+        np.testing.assert_array_equal(w.numpy().astype(np.float32), a.numpy().astype(np.float32))
+        assert set(np.unique(w.numpy().astype(np.float32))) <= {-1.0, 1.0}
+    assert np.mean(whole[0].numpy() != whole[2].numpy()) > 0.25  # disjoint segments
+    big = whole[4].numpy().ravel()
+    assert abs(big.mean()) < 4 / np.sqrt(big.size)
+    opt = ZerothOrder(distribution="rademacher")
+    variables = [tf.Variable(t) for t in tree_]
+    for i, z in enumerate(opt.perturbations(variables, seed)):
+        np.testing.assert_array_equal(z.numpy(), opt.perturbation(variables, seed, i).numpy())
+
+
 def test_spread_signs_table_and_shift_paths_give_the_documented_mapping():
     """Entry 32 i + b is −1 iff bit b of word i, by the table (graph) and shift (XLA) paths."""
     words = tf.random.stateless_uniform(

@@ -310,12 +310,6 @@ def activity_gradient_estimate(
 # ----------------------------------------------------------------------------- optimizers
 
 
-def _draw(distribution: str, shape: tf.Tensor, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-    if distribution == "gaussian":
-        return tf.random.stateless_normal(shape, seed=seed, dtype=dtype)
-    return directions.rademacher_bits(shape, seed, dtype)
-
-
 class _ActivityPerturbation(EstimateStep, DirectionalOptimizer):
     """Shared machinery of the activity-perturbation estimators (not registered)."""
 
@@ -442,7 +436,7 @@ class _ActivityPerturbation(EstimateStep, DirectionalOptimizer):
     ) -> list:
         batch = tf.shape(tf.nest.flatten(closure.inputs)[0])[0]
         return [
-            _draw(
+            directions.draw_leaf(
                 self.distribution,
                 tf.stack([batch, int(kernel.shape[-1])]),
                 directions.make_seed(seed, offset + i),
@@ -526,7 +520,9 @@ class _ActivityPerturbation(EstimateStep, DirectionalOptimizer):
         for i, layer in enumerate(layers):
             dtype = tf.as_dtype(layer.kernel.dtype)
             shape = tf.stack([batch, int(layer.units)])
-            out.append(_draw(self.distribution, shape, directions.make_seed(seed, i), dtype))
+            out.append(
+                directions.draw_leaf(self.distribution, shape, directions.make_seed(seed, i), dtype)
+            )
         return out
 
     def _replicated(self, closure: ModelClosure) -> ModelClosure:

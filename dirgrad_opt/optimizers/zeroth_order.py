@@ -84,22 +84,21 @@ class _StoredZerothOrder(ZerothOrder):
         seed = _step_seed(self, self.seed)
         seeds = [directions.make_seed(seed, k) for k in range(self.num_directions)]
         base = ctx.loss() if self.one_sided else None
+        side = self._side_by_side(ctx)  # probes without moving the variables
         kept, coefs, centres, finite = [], [], [], []
         for s in seeds:
             z = self.perturbations(ctx.variables, s)
             kept.append(z)
-            self._set_point(ctx, z, self.eps)
-            plus = ctx.loss()
+            plus, minus = self._probes(ctx, z, side)
             if self.one_sided:
                 coefs.append(one_sided_coefficient(plus, base, self.eps))
                 finite.append(tf.math.is_finite(plus))
                 continue
-            self._set_point(ctx, z, -self.eps)
-            minus = ctx.loss()
             coefs.append(two_point_coefficient(plus, minus, self.eps))
             centres.append(0.5 * (plus + minus))
             finite.append(tf.math.is_finite(plus) & tf.math.is_finite(minus))
-        ctx.restore()
+        if not side:
+            ctx.restore()
         loss = base if self.one_sided else tf.add_n(centres) / float(len(centres))
         slope = -tf.reduce_mean(tf.square(tf.stack(coefs)))
         lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
