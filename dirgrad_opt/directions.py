@@ -23,6 +23,10 @@ Caveat (TF 2.21, CPU): the stateless samplers and ``stateless_fold_in`` draw dif
 inside an XLA-compiled function than outside one, so the direction stream of a seed depends on
 the compile mode. Regenerate a direction under the same compile mode that drew it.
 
+``rademacher`` draws a whole tree from one Philox stream (32 signs per random word, leaf i a
+segment of it that :func:`rademacher_leaf` regenerates alone); ``gaussian`` draws each leaf from
+its own folded seed.
+
 With ``num_directions=None`` a sampler returns one direction (leaves shaped like the
 variables); with ``num_directions=K`` every leaf gets a leading ``K`` axis, the layout
 :func:`dirgrad_opt.directional.directional_derivatives` takes.
@@ -163,11 +167,9 @@ def spread_signs(words: tf.Tensor, dtype: tf.DType, by_table: bool | None = None
         byte_values = tf.cast(tf.reshape(tf.bitcast(words, tf.uint8), [-1]), tf.int32)
         return tf.reshape(tf.gather(tf.constant(_SIGNS, dtype), byte_values), [-1])
     # bit b moved to bit 31: bytes in memory order are the word's value order on little-endian
-    if sys.byteorder == "little":
-        bits = tf.range(32, dtype=tf.int32)
-    else:  # pragma: no cover - big-endian: byte k of memory is the value's byte 3 − k
-        bits = 8 * (3 - tf.range(32, dtype=tf.int32) // 8) + tf.range(32, dtype=tf.int32) % 8
-    spread = tf.bitwise.left_shift(words[:, tf.newaxis], (31 - bits)[tf.newaxis, :])
+    b = np.arange(32, dtype=np.int32)
+    bits = b if sys.byteorder == "little" else 8 * (3 - b // 8) + b % 8  # big-endian: byte 3 − k
+    spread = tf.bitwise.left_shift(tf.reshape(words, [-1, 1]), tf.constant((31 - bits)[None, :]))
     return tf.reshape(tf.where(spread < 0, tf.constant(-1.0, dtype), tf.constant(1.0, dtype)), [-1])
 
 
@@ -185,9 +187,13 @@ def _words(seed: tf.Tensor, count: Any, offset: int = 0) -> tf.Tensor:
     """
     if offset % _WORDS_PER_COUNTER:
         raise ValueError(f"offset must be a multiple of {_WORDS_PER_COUNTER}, got {offset}")
+    if not offset:  # the public op (the same words)
+        shape = tf.reshape(count, [1])
+        return tf.random.stateless_uniform(
+            shape, seed=seed, minval=None, maxval=None, dtype=tf.int32
+        )
     key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
-    if offset:
-        counter = counter + tf.constant([offset // _WORDS_PER_COUNTER, 0], tf.uint64)
+    counter = counter + tf.constant([offset // _WORDS_PER_COUNTER, 0], tf.uint64)
     return tf.raw_ops.StatelessRandomUniformFullIntV2(
         shape=tf.reshape(count, [1]),
         key=key,
