@@ -8,6 +8,7 @@ training runner, and (d) clear errors on bad input.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import gin
@@ -649,3 +650,18 @@ def test_variance_control_scales_the_plain_step_and_is_exact_with_a_full_frame()
     np.testing.assert_allclose(float(info["step_scale"]), 1.0, atol=1e-9)
     moved = np.concatenate([(w - v).numpy().ravel() for v, w in zip(variables, start, strict=True)])
     np.testing.assert_allclose(moved, 0.1 * gradient, rtol=1e-6)  # lr is float32
+
+
+@pytest.mark.parametrize("local_losses", [False, True], ids=["plain", "local_losses"])
+def test_activity_forward_gradient_warns_that_xla_recompiles_every_step(local_losses):
+    """Under XLA the step is recompiled on every call (TF 2.21): a warning says so at trace
+    time; graph mode traces without it."""
+    model, closure = _linear_net(dtype="float32")
+    opt = ActivityForwardGradient(1e-3, local_losses=local_losses)
+    opt.build(model.trainable_variables)
+    step = lambda: opt.minimize(closure, model.trainable_variables)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tf.function(step).get_concrete_function()
+    with pytest.warns(RuntimeWarning, match="recompiled on every step"):
+        tf.function(step, jit_compile=True).get_concrete_function()
