@@ -69,7 +69,7 @@ import tensorflow as tf
 
 from dirgrad_opt import directional, distribute, tree
 
-__all__ = ["DirectionalOptimizer", "StepContext"]
+__all__ = ["DirectionalOptimizer", "StepContext", "step_info"]
 
 LossFn = Callable[[], Any]
 
@@ -258,6 +258,20 @@ class StepContext:
 
         # under a strategy: two scalars are reduced
         return self.evaluate(value_and_slope, backward=True)
+
+
+def step_info(
+    loss: tf.Tensor, step_size: tf.Tensor, accepted: tf.Tensor, slope: tf.Tensor
+) -> dict[str, tf.Tensor]:
+    """The metrics every step rule returns: ``loss``, ``step_size``, ``accepted``, ``slope``
+    (``∇L·d``) and ``descent`` (``slope < 0``)."""
+    return {
+        "loss": loss,
+        "step_size": step_size,
+        "accepted": accepted,
+        "descent": slope < 0,
+        "slope": slope,
+    }
 
 
 def _is_float_or_schedule(value: Any) -> bool:
@@ -577,13 +591,8 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
         ok = finite & tf.math.is_finite(t)
         t = tf.where(ok, tf.cast(t, loss.dtype), tf.zeros_like(loss))
         self._move(ctx, t, d, ok)
-        return {
-            "loss": loss,
-            "step_size": t,
-            "accepted": tf.logical_and(tf.cast(accepted, tf.bool), ok),  # no step: not accepted
-            "descent": slope < 0,
-            "slope": slope,
-        }
+        # no step: not accepted
+        return step_info(loss, t, tf.logical_and(tf.cast(accepted, tf.bool), ok), slope)
 
     # -- the two rules ---------------------------------------------------------------------
     def compute_direction(self, ctx: StepContext) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:

@@ -41,6 +41,7 @@ from dirgrad_opt.optimizers.base import (
     DirectionalOptimizer,
     StepContext,
     check_positive,
+    step_info,
 )
 from dirgrad_opt.optimizers.line_searches import ArmijoLineSearch
 
@@ -500,13 +501,7 @@ class ForwardGradient(EstimateStep, DirectionalOptimizer):
             ctx.variables, forward_gradient_estimate(-rate * safe, dirs, s), strict=True
         ):
             v.assign_add(delta)
-        return {
-            "loss": loss,
-            "step_size": rate,
-            "accepted": ok,
-            "descent": slope < 0,
-            "slope": slope,
-        }
+        return step_info(loss, rate, ok, slope)
 
     def compute_direction(self, ctx: StepContext) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
         """``(loss, d, slope)`` with ``d = −g̃`` (or the inner optimizer's update for ``g̃``)."""
@@ -861,13 +856,7 @@ class ZerothOrder(DirectionalOptimizer):
                 return tf.constant(True)
 
             tf.cond(move, subtract, lambda: tf.constant(False))
-        return {
-            "loss": loss,
-            "step_size": tf.where(move, lr, tf.zeros_like(lr)),
-            "accepted": ok,
-            "descent": slope < 0,
-            "slope": slope,
-        }
+        return step_info(loss, tf.where(move, lr, tf.zeros_like(lr)), ok, slope)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

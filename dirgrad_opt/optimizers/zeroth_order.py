@@ -41,7 +41,7 @@ import keras
 import tensorflow as tf
 
 from dirgrad_opt import directions, tree
-from dirgrad_opt.optimizers.base import StepContext, check_open_unit
+from dirgrad_opt.optimizers.base import StepContext, check_open_unit, step_info
 from dirgrad_opt.optimizers.random_direction import (
     ZerothOrder,
     _check_int,
@@ -111,13 +111,7 @@ class _StoredZerothOrder(ZerothOrder):
             _report_diagnostics(ctx, estimate)
         rate = tf.where(ok, lr, tf.zeros_like(lr))
         self.apply_estimate(ctx, estimate, rate, ok)
-        return {
-            "loss": loss,
-            "step_size": rate,
-            "accepted": ok,
-            "descent": slope < 0,
-            "slope": slope,
-        }
+        return step_info(loss, rate, ok, slope)
 
 
 class _InnerZerothOrder(_StoredZerothOrder):
