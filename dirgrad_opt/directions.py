@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -176,31 +176,40 @@ def spread_signs(words: tf.Tensor, dtype: tf.DType, by_table: bool | None = None
 _WORDS_PER_COUNTER = 4  # Philox: one counter value gives four 32-bit words
 
 
+def _advance(counter: tf.Tensor, blocks: int) -> tf.Tensor:
+    """The 128-bit Philox counter (two uint64 words, low first) plus ``blocks``, with carry."""
+    low = counter[0] + tf.constant(blocks, tf.uint64)
+    carry = tf.cast(low < counter[0], tf.uint64)
+    return tf.stack([low, counter[1] + carry])
+
+
 def _words(seed: tf.Tensor, count: Any, offset: int = 0) -> tf.Tensor:
     """``count`` int32 words of the Philox stream of ``seed``, from word ``offset`` on.
 
     ``tf.random.stateless_uniform``'s full-range words, read from counter ``c + offset/4``
     (Philox gives 4 words per counter value; ``offset`` must be a multiple of 4): the words a
-    longer draw from the same seed has at ``offset …``, without drawing those before. (The
-    64-bit counter's low word could wrap around at the addition, with probability
-    ``offset / 2⁶⁴``.)
+    longer draw from the same seed has at ``offset …``, without drawing those before.
     """
     if offset % _WORDS_PER_COUNTER:
         raise ValueError(f"offset must be a multiple of {_WORDS_PER_COUNTER}, got {offset}")
+    shape = tf.reshape(count, [1])
     if not offset:  # the public op (the same words)
-        shape = tf.reshape(count, [1])
         return tf.random.stateless_uniform(
             shape, seed=seed, minval=None, maxval=None, dtype=tf.int32
         )
     key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
-    counter = counter + tf.constant([offset // _WORDS_PER_COUNTER, 0], tf.uint64)
     return tf.raw_ops.StatelessRandomUniformFullIntV2(
-        shape=tf.reshape(count, [1]),
+        shape=shape,
         key=key,
-        counter=counter,
+        counter=_advance(counter, offset // _WORDS_PER_COUNTER),
         alg=tf.raw_ops.StatelessRandomGetAlg(),
         dtype=tf.int32,
     )
+
+
+def _word_count(size: Any) -> Any:
+    """Words holding ``size`` signs (32 per word)."""
+    return (size + 31) // 32
 
 
 def rademacher_bits(shape: Any, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
@@ -218,25 +227,31 @@ def rademacher_bits(shape: Any, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
         size = 1
         for d in shape:
             size *= int(d)
-    return tf.reshape(spread_signs(_words(seed, (size + 31) // 32), dtype)[:size], shape)
+    return tf.reshape(spread_signs(_words(seed, _word_count(size)), dtype)[:size], shape)
 
 
-def _segments(variables: Any, num_directions: int | None) -> list[tuple[list[int], int, int]]:
-    """Per leaf of a tree: its shape (with the K axis), entries, and first word in the stream.
+class _Segment(NamedTuple):
+    """One leaf's place in a tree's ±1 stream."""
+
+    shape: list[int]  # with the leading K axis
+    dtype: tf.DType
+    size: int  # entries
+    offset: int  # first word, a multiple of 4
+
+
+def _segments(variables: Any, num_directions: int | None) -> list[_Segment]:
+    """Per leaf of a tree: its shape, dtype, entries and first word in the stream.
 
     Leaf i takes ``⌈m_i/32⌉`` words rounded up to a multiple of 4 (a whole Philox counter),
     so every leaf starts at a counter boundary and can be regenerated alone.
     """
     lead = _leading(num_directions)
     out, offset = [], 0
-    for shape, _ in _leaf_specs(variables):
+    for shape, dtype in _leaf_specs(variables):
         full = lead + shape.as_list()
-        size = 1
-        for d in full:
-            size *= d
-        out.append((full, size, offset))
-        words = (size + 31) // 32
-        offset += -(-words // _WORDS_PER_COUNTER) * _WORDS_PER_COUNTER
+        size = tf.TensorShape(full).num_elements()
+        out.append(_Segment(full, dtype, size, offset))
+        offset += -(-_word_count(size) // _WORDS_PER_COUNTER) * _WORDS_PER_COUNTER
     return out
 
 
@@ -264,19 +279,20 @@ def rademacher(variables: Any, seed: Seed, num_directions: int | None = None) ->
     the tree instead of one per leaf: TF's executor pays per op, and on the MNIST-1D MLP (6
     leaves) this halves the cost of a direction.
     """
-    base = make_seed(seed)
-    specs = _leaf_specs(variables)
     segments = _segments(variables, num_directions)
-    full, size, offset = segments[-1]
-    words = _words(base, offset + (size + 31) // 32)
-    dtypes = {dtype for _, dtype in specs}
+    last = segments[-1]
+    words = _words(make_seed(seed), last.offset + _word_count(last.size))
+    dtypes = {seg.dtype for seg in segments}
     if len(dtypes) == 1:  # one spread for the tree, split at the segment boundaries
         flat = spread_signs(words, dtypes.pop())
-        out = [tf.reshape(flat[32 * off : 32 * off + size], full) for full, size, off in segments]
+        out = [tf.reshape(flat[32 * g.offset : 32 * g.offset + g.size], g.shape) for g in segments]
     else:
         out = [
-            tf.reshape(spread_signs(words[off : off + (size + 31) // 32], dtype)[:size], full)
-            for (full, size, off), (_, dtype) in zip(segments, specs, strict=True)
+            tf.reshape(
+                spread_signs(words[g.offset : g.offset + _word_count(g.size)], g.dtype)[: g.size],
+                g.shape,
+            )
+            for g in segments
         ]
     return tf.nest.pack_sequence_as(variables, out)
 
@@ -289,10 +305,12 @@ def rademacher_leaf(
     The same numbers, from the leaf's own words of the stream (Philox's counter moved to the
     segment's start): what MeZO's in-place mode needs to regenerate ``z`` one leaf at a time.
     """
-    full, size, offset = _segments(variables, num_directions)[index]
-    dtype = _leaf_specs(variables)[index][1]
-    words = _words(make_seed(seed), (size + 31) // 32, offset)
-    return tf.reshape(spread_signs(words, dtype)[:size], full)
+    segments = _segments(variables, num_directions)
+    if not 0 <= index < len(segments):
+        raise ValueError(f"rademacher_leaf: index {index} out of range for {len(segments)} leaves")
+    g = segments[index]
+    words = _words(make_seed(seed), _word_count(g.size), g.offset)
+    return tf.reshape(spread_signs(words, g.dtype)[: g.size], g.shape)
 
 
 def _flat(directions: Any, k: int) -> tf.Tensor:

@@ -171,6 +171,20 @@ def test_rademacher_tree_is_one_stream_and_each_leaf_regenerates_alone(k, jit):
         np.testing.assert_array_equal(z.numpy(), opt.perturbation(variables, seed, i).numpy())
 
 
+def test_the_philox_counter_offset_carries_into_its_high_word():
+    counter = tf.constant([2**64 - 2, 7], tf.uint64)
+    np.testing.assert_array_equal(directions._advance(counter, 5).numpy(), [3, 8])
+    np.testing.assert_array_equal(directions._advance(counter, 1).numpy(), [2**64 - 1, 7])
+
+
+def test_rademacher_leaf_refuses_a_bad_index_and_offsets_off_a_counter():
+    variables = [tf.zeros([3, 2]), tf.zeros([5])]
+    with pytest.raises(ValueError, match="out of range for 2 leaves"):
+        directions.rademacher_leaf(variables, 0, 2)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        directions._words(directions.make_seed(0), 8, offset=6)
+
+
 def test_spread_signs_table_and_shift_paths_give_the_documented_mapping():
     """Entry 32 i + b is −1 iff bit b of word i, by the table (graph) and shift (XLA) paths."""
     words = tf.random.stateless_uniform(
