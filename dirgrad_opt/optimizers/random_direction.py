@@ -489,10 +489,7 @@ class ForwardGradient(EstimateStep, DirectionalOptimizer):
         """
         if not self._plain_sgd():
             return super().step(ctx)
-        dirs, s = self.sample_directions(ctx.variables, _step_seed(self, self.seed))
-        loss, derivatives = ctx.directional_derivatives(dirs, self.method, step=self.fd_step)
-        k = self.num_directions
-        slope = -tf.reduce_sum(tf.square(derivatives)) / tf.constant(k * s, loss.dtype)
+        dirs, s, loss, derivatives, slope = self._derivatives(ctx)
         lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
         ok = tf.math.is_finite(loss) & tf.math.is_finite(slope) & tf.math.is_finite(lr)
         rate = tf.where(ok, lr, tf.zeros_like(lr))
@@ -503,12 +500,18 @@ class ForwardGradient(EstimateStep, DirectionalOptimizer):
             v.assign_add(delta)
         return step_info(loss, rate, ok, slope)
 
-    def compute_direction(self, ctx: StepContext) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
-        """``(loss, d, slope)`` with ``d = −g̃`` (or the inner optimizer's update for ``g̃``)."""
+    def _derivatives(self, ctx: StepContext) -> tuple[list, float, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """This step's directions, their second moment ``s``, the loss, ``∇L·v_k`` and the slope
+        ``−(1/(K s)) Σ_k (∇L·v_k)²`` of ``d = −g̃``."""
         dirs, s = self.sample_directions(ctx.variables, _step_seed(self, self.seed))
         loss, derivatives = ctx.directional_derivatives(dirs, self.method, step=self.fd_step)
         k = float(self.num_directions)
         slope = -tf.reduce_sum(tf.square(derivatives)) / tf.constant(k * s, loss.dtype)
+        return dirs, s, loss, derivatives, slope
+
+    def compute_direction(self, ctx: StepContext) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+        """``(loss, d, slope)`` with ``d = −g̃`` (or the inner optimizer's update for ``g̃``)."""
+        dirs, s, loss, derivatives, slope = self._derivatives(ctx)
         if self.inner is None and not (self.diagnostics or self.variance_control):
             # d = −g̃ formed directly (−1 folded into the K coefficients: no extra pass)
             return loss, forward_gradient_estimate(-derivatives, dirs, s), slope
@@ -654,7 +657,9 @@ class ZerothOrder(DirectionalOptimizer):
     def perturbation(self, variables: Sequence[Any], seed: tf.Tensor, index: int) -> tf.Tensor:
         """Leaf ``index`` of the perturbation ``z`` for the per-sample ``seed``.
 
-        Drawn from ``make_seed(seed, index)`` so that one leaf can be regenerated alone.
+        Regenerable alone: with ±1 z, leaf ``index``'s segment of the tree's one stream
+        (:func:`dirgrad_opt.directions.rademacher_leaf`); Gaussian, drawn from
+        ``make_seed(seed, index)``.
         """
         if self.distribution == "rademacher":  # its segment of the tree's one stream
             return directions.rademacher_leaf(list(variables), seed, index)
@@ -675,11 +680,6 @@ class ZerothOrder(DirectionalOptimizer):
                 z = self.perturbation(ctx.variables, seed, i)
                 after = _assign(v, tf.constant(scale, z.dtype) * z, add=True)
         return after
-
-    def _set_point(self, ctx: StepContext, z: Sequence[tf.Tensor], scale: float) -> None:
-        """Exact mode: ``w ← w0 + scale·z`` from the kept ``z``."""
-        for v, w0, zi in zip(ctx.variables, ctx.start, z, strict=True):
-            _assign(v, w0 + tf.constant(scale, zi.dtype) * zi)
 
     @staticmethod
     def _side_by_side(ctx: StepContext) -> bool:
