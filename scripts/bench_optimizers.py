@@ -247,11 +247,12 @@ def build_step_variants(
     x = tf.constant(rng.standard_normal((batch, _input_dim())), tf.float32)
     y = tf.constant(rng.integers(0, 10, batch), tf.int32)
     variants = []
+    selected = None if _VARIANTS.value is None else _selected_variants()  # checked once
 
     def wanted(name: str) -> bool:
         if name in (FORWARD_PASS, SGD):
             return only is None or name in only
-        if _VARIANTS.value is not None and name not in _selected_variants():
+        if selected is not None and name not in selected:
             return False
         return only is None or name in only
 
