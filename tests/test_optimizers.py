@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from dirgrad_opt import optimizers, tree
+from dirgrad_opt.optimizers.base import step_info
 
 OPTIMIZERS = {
     "armijo": lambda: optimizers.ArmijoLineSearch(),
@@ -493,3 +494,60 @@ def test_closure_training_advances_batchnorm_and_dropout_state_once_per_step():
     reference, _ = build(keras.optimizers.SGD(0.1))  # Keras's own step: one call per step
     rng = [np.asarray(m.layers[2].seed_generator.state) for m in (model, reference)]
     np.testing.assert_array_equal(rng[0], rng[1])
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "loop"])
+def test_step_counts_sum_static_passes_and_count_loop_passes_each_time(mode):
+    """Counts made where the step runs are summed at trace time; those in a loop body or a
+    branch run a data-dependent number of times and must be counted every time — and start
+    from 0 in every step (here step t runs t % 3 + 1 extra evaluations in a while loop and
+    one more in a cond branch on odd steps)."""
+
+    class Loops(optimizers.DirectionalOptimizer):
+        def step(self, ctx):
+            loss = ctx.loss()  # static: 1 forward
+            ctx.count(jvps=2)  # static, no pass
+            trips = tf.cast(self.iterations % 3, tf.int32) + 1
+
+            def body(i, total):
+                return i + 1, total + ctx.loss()
+
+            _, total = tf.while_loop(lambda i, _: i < trips, body, (0, tf.zeros_like(loss)))
+
+            def odd():
+                ctx.count(backward_passes=1)
+                return ctx.loss()
+
+            extra = tf.cond(self.iterations % 2 == 1, odd, lambda: tf.zeros_like(loss))
+            slope = tf.constant(-1.0)
+            return step_info(loss + 0 * (total + extra), tf.constant(0.0), tf.constant(True), slope)
+
+    w = tf.Variable([1.0, 2.0])
+    opt = Loops(learning_rate=0.1)
+    opt.build([w])
+
+    def one():
+        return opt.minimize(lambda: tf.reduce_sum(w * w), [w])
+
+    if mode == "loop":  # minimize itself inside a tf.while_loop body (as tests/_run do)
+
+        @tf.function
+        def run(n):
+            out = tf.TensorArray(tf.int32, size=n)
+            for t in tf.range(n):
+                info = one()
+                out = out.write(t, tf.stack([info["forward_passes"], info["backward_passes"]]))
+            return out.stack()
+
+        rows = run(6).numpy().tolist()
+    else:
+        step = one if mode == "eager" else tf.function(one)
+        rows = [
+            [int(i["forward_passes"]), int(i["backward_passes"])]
+            for i in map(lambda _: step(), range(6))
+        ]
+    expected = [[1 + t % 3 + 1 + t % 2, t % 2] for t in range(6)]
+    assert rows == expected
+    totals = opt.totals
+    assert int(totals["forward_passes"]) == sum(r[0] for r in expected)
+    assert int(totals["backward_passes"]) == 3 and int(totals["jvps"]) == 12

@@ -119,8 +119,14 @@ class StepContext:
         self.gradient: list[tf.Tensor] | None = None
         self.metrics: dict[str, tf.Tensor] = {}
         self._counters = counters
-        for counter in counters.values():
-            counter.assign(0)
+        # Passes counted where the step itself runs (eagerly, or in the graph that traces it)
+        # are summed here at trace time: they run once per step, so the sum is this step's
+        # count, and costs no op. Counts inside a tf.while_loop body or a tf.cond branch (a
+        # line search's φ) run a data-dependent number of times: those go to the counter
+        # variables, which are reset once, in this graph, the first time one is used.
+        self._graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+        self._static: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
+        self._dynamic = False
 
     # -- cost accounting -------------------------------------------------------------------
     def count(self, forward_passes: Any = 0, backward_passes: Any = 0, jvps: Any = 0) -> None:
@@ -129,17 +135,40 @@ class StepContext:
         The counters are optimizer variables, so counting works anywhere — also inside a
         ``tf.while_loop`` body such as a line search's ``φ``.
         """
+        here = tf.executing_eagerly() or tf.compat.v1.get_default_graph() is self._graph
         for name, value in zip(_COUNTERS, (forward_passes, backward_passes, jvps), strict=True):
             if isinstance(value, int) and value == 0:
                 continue
+            if here:  # runs once per step: summed now (ints stay ints: no op at all)
+                if isinstance(value, int) and isinstance(self._static[name], int):
+                    self._static[name] += value
+                else:
+                    self._static[name] = tf.cast(self._static[name], tf.int64) + tf.cast(
+                        value, tf.int64
+                    )
+                continue
+            if not self._dynamic:  # the step's first count in a loop or branch
+                self._dynamic = True
+                with self._graph.as_default():  # created before the loop/branch op: runs first
+                    for counter in self._counters.values():
+                        counter.assign(0)
             self._counters[name].assign_add(tf.cast(value, tf.int64))
 
     @property
     def counts(self) -> dict[str, tf.Tensor]:
         """This step's passes so far, as int32 scalars."""
-        return {
-            name: tf.cast(tf.convert_to_tensor(c), tf.int32) for name, c in self._counters.items()
-        }
+        out = {}
+        for name in _COUNTERS:
+            total = tf.cast(self._static[name], tf.int64)
+            if self._dynamic:
+                total = total + tf.convert_to_tensor(self._counters[name])
+            out[name] = tf.cast(total, tf.int32)
+        return out
+
+    def counted(self, name: str) -> bool:
+        """Whether any ``name`` pass may have been counted so far in this step."""
+        static = self._static[name]
+        return self._dynamic or not isinstance(static, int) or static != 0
 
     # -- evaluations -----------------------------------------------------------------------
     def evaluate(self, fn: Callable[[LossFn], Any], backward: bool = False) -> Any:
@@ -542,7 +571,8 @@ class DirectionalOptimizer(keras.optimizers.Optimizer):
                 info = self._update_loss_scale(ctx, info, kept, saved)
             counts = ctx.counts
             for name in _COUNTERS:
-                self._totals[name].assign_add(tf.cast(counts[name], tf.int64))
+                if ctx.counted(name):  # a total that cannot have moved is not written
+                    self._totals[name].assign_add(tf.cast(counts[name], tf.int64))
             self._iterations.assign_add(1)
         out = {name: counts[name] for name in _COUNTERS}
         out.update(ctx.metrics)
