@@ -45,6 +45,9 @@ from dirgrad_opt import tree
 
 __all__ = [
     "SAMPLERS",
+    "SignWords",
+    "add_signs",
+    "fused_signs",
     "gaussian",
     "draw_leaf",
     "get",
@@ -53,6 +56,7 @@ __all__ = [
     "rademacher",
     "rademacher_bits",
     "rademacher_leaf",
+    "rademacher_words",
     "sample",
     "second_moment",
     "spread_signs",
@@ -270,6 +274,30 @@ def draw_leaf(name: str, shape: Any, seed: tf.Tensor, dtype: tf.DType) -> tf.Ten
     )
 
 
+class SignWords(NamedTuple):
+    """A ±1 direction before its signs are spread: the random words, and each leaf's segment.
+
+    What :func:`rademacher` draws for a tree (:func:`rademacher_words`); :meth:`leaf` spreads
+    one leaf, and :func:`add_signs` adds ``s·z`` to a leaf's values straight from the words.
+    """
+
+    words: tf.Tensor  # int32 words of the tree's Philox stream
+    segments: list[_Segment]
+
+    def leaf(self, index: int) -> tf.Tensor:
+        """Leaf ``index`` of the direction: the numbers :func:`rademacher` gives it."""
+        g = self.segments[index]
+        words = self.words[g.offset : g.offset + _word_count(g.size)]
+        return tf.reshape(spread_signs(words, g.dtype)[: g.size], g.shape)
+
+
+def rademacher_words(variables: Any, seed: Seed, num_directions: int | None = None) -> SignWords:
+    """The words of :func:`rademacher` ``(variables, seed, num_directions)``, not yet spread."""
+    segments = _segments(variables, num_directions)
+    last = segments[-1]
+    return SignWords(_words(make_seed(seed), last.offset + _word_count(last.size)), segments)
+
+
 def rademacher(variables: Any, seed: Seed, num_directions: int | None = None) -> Any:
     """``v_j = ±1`` with probability ½ each, i.i.d.; ``E[v vᵀ] = I`` (Args as :func:`gaussian`).
 
@@ -279,22 +307,25 @@ def rademacher(variables: Any, seed: Seed, num_directions: int | None = None) ->
     the tree instead of one per leaf: TF's executor pays per op, and on the MNIST-1D MLP (6
     leaves) this halves the cost of a direction.
     """
-    segments = _segments(variables, num_directions)
-    last = segments[-1]
-    words = _words(make_seed(seed), last.offset + _word_count(last.size))
+    drawn = rademacher_words(variables, seed, num_directions)
+    segments = drawn.segments
     dtypes = {seg.dtype for seg in segments}
     if len(dtypes) == 1:  # one spread for the tree, split at the segment boundaries
-        flat = spread_signs(words, dtypes.pop())
+        flat = spread_signs(drawn.words, dtypes.pop())
         out = [tf.reshape(flat[32 * g.offset : 32 * g.offset + g.size], g.shape) for g in segments]
     else:
-        out = [
-            tf.reshape(
-                spread_signs(words[g.offset : g.offset + _word_count(g.size)], g.dtype)[: g.size],
-                g.shape,
-            )
-            for g in segments
-        ]
+        out = [drawn.leaf(i) for i in range(len(segments))]
     return tf.nest.pack_sequence_as(variables, out)
+
+
+def _leaf_words(variables: Any, seed: Seed, index: int, num_directions: int | None) -> SignWords:
+    """Leaf ``index``'s words alone (its segment moved to offset 0), from the counter."""
+    segments = _segments(variables, num_directions)
+    if not 0 <= index < len(segments):
+        raise ValueError(f"rademacher_leaf: index {index} out of range for {len(segments)} leaves")
+    g = segments[index]
+    words = _words(make_seed(seed), _word_count(g.size), g.offset)
+    return SignWords(words, [g._replace(offset=0)])
 
 
 def rademacher_leaf(
@@ -304,13 +335,71 @@ def rademacher_leaf(
 
     The same numbers, from the leaf's own words of the stream (Philox's counter moved to the
     segment's start): what MeZO's in-place mode needs to regenerate ``z`` one leaf at a time.
+    :func:`rademacher_leaf_words` gives those words unspread, for :func:`add_signs`.
     """
-    segments = _segments(variables, num_directions)
-    if not 0 <= index < len(segments):
-        raise ValueError(f"rademacher_leaf: index {index} out of range for {len(segments)} leaves")
-    g = segments[index]
-    words = _words(make_seed(seed), _word_count(g.size), g.offset)
-    return tf.reshape(spread_signs(words, g.dtype)[: g.size], g.shape)
+    return _leaf_words(variables, seed, index, num_directions).leaf(0)
+
+
+def rademacher_leaf_words(
+    variables: Any, seed: Seed, index: int, num_directions: int | None = None
+) -> SignWords:
+    """The words of :func:`rademacher_leaf` (one segment, at offset 0), not yet spread."""
+    return _leaf_words(variables, seed, index, num_directions)
+
+
+_FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+
+
+def fused_signs(dtypes: Any = ()) -> bool:
+    """Whether :func:`add_signs` runs the fused kernel here, for leaves of ``dtypes``.
+
+    Yes when :func:`dirgrad_opt.kernels.library` has it (built and loaded on the first call),
+    the code is not being compiled by XLA (the kernel has no XLA lowering), no GPU is visible
+    (it is a CPU kernel) and every dtype is a float type it is built for.
+    """
+    from dirgrad_opt import kernels
+    from dirgrad_opt.directional import in_xla_context
+
+    if any(tf.as_dtype(d) not in _FUSED_DTYPES for d in dtypes):
+        return False
+    if in_xla_context() or tf.config.list_logical_devices("GPU"):
+        return False
+    return kernels.library() is not None
+
+
+def add_signs(
+    values: Any, drawn: SignWords, index: int, scales: Any, fused: bool | None = None
+) -> list[tf.Tensor]:
+    """``[values + s·z for s in scales]``: ``z`` leaf ``index`` of the ±1 direction ``drawn``.
+
+    One pass over ``values`` and the words for all the scales, ``z`` never materialised, with
+    the fused kernel (``fused=None``: where :func:`fused_signs`); otherwise stock ops
+    (:meth:`SignWords.leaf` spread once, then ``values + s * z`` per scale). Both give the same
+    bits: ``s·z`` is ``±s`` exactly and ``w + (−s)`` is ``w − s``.
+
+    Args:
+      values: a tensor shaped like the leaf.
+      drawn: the direction's words and segments (:func:`rademacher_words`).
+      index: which leaf of ``drawn``.
+      scales: scalars ``s`` (floats or scalar tensors), cast to the leaf's dtype.
+      fused: force the kernel (``True``; an error where there is none) or stock ops.
+    """
+    g = drawn.segments[index]
+    values = tf.convert_to_tensor(values, g.dtype)
+    scales = [
+        tf.cast(s, g.dtype) if isinstance(s, tf.Tensor) else tf.constant(s, g.dtype) for s in scales
+    ]
+    if fused is None:
+        fused = fused_signs([g.dtype])
+    if fused:
+        from dirgrad_opt import kernels
+
+        library = kernels.library()
+        if library is None:
+            raise RuntimeError("add_signs(fused=True): the fused kernel is not available")
+        return list(library.dirgrad_sign_axpy(values, drawn.words, scales, offset=g.offset))
+    z = drawn.leaf(index)
+    return [values + s * z for s in scales]
 
 
 def _flat(directions: Any, k: int) -> tf.Tensor:

@@ -249,6 +249,11 @@ class _RecordingScope(keras.StatelessScope):
         super().add_update(update)
 
 
+def _mean(values: list[tf.Tensor]) -> tf.Tensor:
+    """The mean of scalars: the one itself, or a reduction (a fixed order, unlike ``add_n``)."""
+    return values[0] if len(values) == 1 else tf.reduce_mean(tf.stack(values))
+
+
 def _assign(v: Any, value: tf.Tensor, add: bool = False) -> list[Any]:
     """``v ← value`` (or ``v += value`` in place) on the ``tf.Variable``; returns what to wait on.
 
@@ -673,23 +678,62 @@ class ZerothOrder(DirectionalOptimizer):
             return list(directions.rademacher(list(variables), seed))
         return [self.perturbation(variables, seed, i) for i in range(len(variables))]
 
-    def _perturb(self, ctx: StepContext, seed: tf.Tensor, scale: float, after: list[Any]) -> list:
+    def _fused(self, ctx: StepContext) -> bool:
+        """Whether this step's ±1 ``z`` goes through the fused kernel (never materialised).
+
+        For ``distribution="rademacher"`` with this class's own perturbations (a subclass that
+        overrides them gets them), outside a strategy, where
+        :func:`dirgrad_opt.directions.fused_signs` says the kernel runs. Its results are
+        bit-identical to the stock ops' (tested), so this changes cost, never numbers.
+        """
+        own = (
+            type(self).perturbation is ZerothOrder.perturbation
+            and type(self).perturbations is ZerothOrder.perturbations
+        )
+        return (
+            own
+            and self.distribution == "rademacher"
+            and ctx.replicas is None
+            and directions.fused_signs([v.dtype for v in ctx.variables])
+        )
+
+    def _leaf_words(self, ctx: StepContext, seed: tf.Tensor, index: int) -> directions.SignWords:
+        """Leaf ``index`` of ±1 ``z`` as words (what :meth:`perturbation` spreads)."""
+        return directions.rademacher_leaf_words(ctx.variables, seed, index)
+
+    def _add_z(self, ctx: StepContext, index: int, seed: tf.Tensor, scales: list) -> list:
+        """``[w + s·z]`` for leaf ``index``'s current value ``w`` and ``z`` regenerated, fused."""
+        drawn = self._leaf_words(ctx, seed, index)
+        value = tree._value(ctx.variables[index])
+        return directions.add_signs(value, drawn, 0, scales, fused=True)
+
+    def _perturb(
+        self, ctx: StepContext, seed: tf.Tensor, scale: float, after: list[Any], fused: bool
+    ) -> list:
         """In-place mode: ``w ← w + scale·z``, leaf by leaf, ``z`` regenerated (MeZO)."""
         for i, v in enumerate(ctx.variables):
             with tf.control_dependencies(after):  # one leaf of z alive at a time
+                if fused:  # w + scale·z in one pass, from the leaf's words
+                    after = _assign(v, self._add_z(ctx, i, seed, [scale])[0])
+                    continue
                 z = self.perturbation(ctx.variables, seed, i)
                 after = _assign(v, tf.constant(scale, z.dtype) * z, add=True)
         return after
+
+    @staticmethod
+    def _leaf(direction: Any, index: int) -> tf.Tensor:
+        """Leaf ``index`` of a kept ``z``: a list of leaves, or ±1 words spread now."""
+        if isinstance(direction, directions.SignWords):
+            return direction.leaf(index)
+        return direction[index]
 
     @staticmethod
     def _side_by_side(ctx: StepContext) -> bool:
         """Whether probes can run without moving the variables (:meth:`_loss_at`)."""
         return ctx.replicas is None and all(isinstance(v, keras.Variable) for v in ctx.variables)
 
-    def _loss_at(
-        self, ctx: StepContext, ez: Sequence[tf.Tensor], sign: float, side_by_side: bool
-    ) -> tf.Tensor:
-        """``L(w0 ± εz)`` (1 forward pass; ``sign`` = ±1) from the kept, scaled ``ez = ε·z``.
+    def _loss_at(self, ctx: StepContext, values: list[tf.Tensor], side_by_side: bool) -> tf.Tensor:
+        """``L`` at the probe point ``values`` (``w0 ± εz``; 1 forward pass).
 
         ``side_by_side`` (Keras variables, no strategy): the closure runs in a
         ``keras.StatelessScope`` that maps each variable to ``w0 ± εz``; the variables are never
@@ -700,7 +744,6 @@ class ZerothOrder(DirectionalOptimizer):
         the probe, as if it had run in place, and a later probe runs after them. Otherwise the
         variables are moved to ``w0 ± εz`` and the closure called.
         """
-        values = [w0 + e if sign > 0 else w0 - e for w0, e in zip(ctx.start, ez, strict=True)]
         if not side_by_side:
             for v, value in zip(ctx.variables, values, strict=True):
                 _assign(v, value)
@@ -713,14 +756,27 @@ class ZerothOrder(DirectionalOptimizer):
         return loss
 
     def _probes(
-        self, ctx: StepContext, z: Sequence[tf.Tensor], side_by_side: bool
+        self, ctx: StepContext, z: Any, side_by_side: bool
     ) -> tuple[tf.Tensor, tf.Tensor | None]:
-        """``L(w0 + εz)`` and (two-point) ``L(w0 − εz)``, or ``None`` one-sided (exact mode)."""
-        ez = [tf.constant(self.eps, zi.dtype) * zi for zi in z]  # one pass, not one per probe
-        plus = self._loss_at(ctx, ez, 1.0, side_by_side)
+        """``L(w0 + εz)`` and (two-point) ``L(w0 − εz)``, or ``None`` one-sided (exact mode).
+
+        ``z``: a list of leaves, or ±1 words (:class:`dirgrad_opt.directions.SignWords`), from
+        which the fused kernel writes both probe points in one pass per leaf.
+        """
+        if isinstance(z, directions.SignWords):
+            scales = [self.eps] if self.one_sided else [self.eps, -self.eps]
+            points = [
+                directions.add_signs(w0, z, i, scales, fused=True) for i, w0 in enumerate(ctx.start)
+            ]
+            plus_at, minus_at = [p[0] for p in points], [p[-1] for p in points]
+        else:
+            ez = [tf.constant(self.eps, zi.dtype) * zi for zi in z]  # one pass, not one per probe
+            plus_at = [w0 + e for w0, e in zip(ctx.start, ez, strict=True)]
+            minus_at = [w0 - e for w0, e in zip(ctx.start, ez, strict=True)]
+        plus = self._loss_at(ctx, plus_at, side_by_side)
         if self.one_sided:
             return plus, None
-        return plus, self._loss_at(ctx, ez, -1.0, side_by_side)
+        return plus, self._loss_at(ctx, minus_at, side_by_side)
 
     def _estimate_leaf(
         self,
@@ -734,7 +790,7 @@ class ZerothOrder(DirectionalOptimizer):
         dtype = tf.as_dtype(ctx.variables[index].dtype)
         terms = [
             tf.cast(c, dtype)
-            * (kept[k][index] if kept else self.perturbation(ctx.variables, s, index))
+            * (self._leaf(kept[k], index) if kept else self.perturbation(ctx.variables, s, index))
             for k, (s, c) in enumerate(zip(seeds, coefs, strict=True))
         ]
         return tf.add_n(terms) / tf.constant(len(terms), dtype)
@@ -751,12 +807,14 @@ class ZerothOrder(DirectionalOptimizer):
         after: list[Any] = [] if base is None else [base]
         coefs, centres, finite = [], [], []
         side = kept is not None and self._side_by_side(ctx)  # variables never move
+        fused = self._fused(ctx)  # ±1 z as words, through the fused kernel
         for k, s in enumerate(seeds):
             if kept is not None:
-                kept.append(self.perturbations(ctx.variables, s))
+                drawn = directions.rademacher_words(ctx.variables, s) if fused else None
+                kept.append(drawn or self.perturbations(ctx.variables, s))
                 plus, minus = self._probes(ctx, kept[-1], side)
             else:
-                self._perturb(ctx, s, self.eps, after)
+                self._perturb(ctx, s, self.eps, after, fused)
                 plus = ctx.loss()
             after = [plus]
             if self.one_sided:
@@ -764,26 +822,30 @@ class ZerothOrder(DirectionalOptimizer):
                 finite.append(tf.math.is_finite(plus))
             else:
                 if kept is None:
-                    self._perturb(ctx, s, -2.0 * self.eps, after)
+                    self._perturb(ctx, s, -2.0 * self.eps, after, fused)
                     minus = ctx.loss()
                 after = [minus]
                 coefs.append(two_point_coefficient(plus, minus, self.eps))
                 centres.append(0.5 * (plus + minus))
                 finite.append(tf.math.is_finite(plus) & tf.math.is_finite(minus))
             if kept is None and k < k_last:  # the last restore is fused with the update
-                after = self._perturb(ctx, s, -self.eps if self.one_sided else self.eps, after)
+                after = self._perturb(
+                    ctx, s, -self.eps if self.one_sided else self.eps, after, fused
+                )
         # in place, the variables now hold w + r·z_last (r = ε one-sided, −ε two-point)
         residual = self.eps if self.one_sided else -self.eps
-        loss = base if self.one_sided else tf.add_n(centres) / float(len(centres))
-        slope = -tf.reduce_mean(tf.square(tf.stack(coefs)))
+        # (a reduction, not add_n: Grappler may reorder an add_n, and the loss move by an ulp;
+        # with K = 1 no reduction at all — each op costs a step ~1 % on a small model)
+        loss = base if self.one_sided else _mean(centres)
+        slope = -_mean([tf.square(c) for c in coefs])
         lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
-        ok = tf.reduce_all(tf.stack(finite)) & tf.math.is_finite(lr)
+        ok = (finite[0] if len(finite) == 1 else tf.reduce_all(finite)) & tf.math.is_finite(lr)
 
         estimate = None
         if self.diagnostics:  # materialises g̃ (a copy of w): diagnostics are not memory-lean
             with tf.control_dependencies(after):
                 if self.in_place:
-                    after = self._perturb(ctx, seeds[-1], -residual, after)
+                    after = self._perturb(ctx, seeds[-1], -residual, after, fused)
                     residual = 0.0
                 elif not side:
                     ctx.restore()
@@ -796,7 +858,12 @@ class ZerothOrder(DirectionalOptimizer):
         rate = tf.where(move, lr, tf.zeros_like(lr))  # scalars: no full-size masks below
         safe = [tf.where(ok, c, tf.zeros_like(c)) for c in coefs]  # a NaN never reaches w
         # exact mode: w0 − Σ_k (η c_k / K) z_k, one scalar per kept z_k
-        scales = [] if kept is None else [rate * c / float(len(safe)) for c in safe]
+        if kept is None:
+            scales = []
+        elif len(safe) == 1:  # (÷ 1 is exact: one op fewer)
+            scales = [rate * safe[0]]
+        else:
+            scales = [rate * c / float(len(safe)) for c in safe]
         in_step = []  # side by side, w still holds w0: w −= Σ_k a_k z_k in place, one cond
         for i, v in enumerate(ctx.variables):
             decays = bool(self.weight_decay) and self._use_weight_decay(v)
@@ -809,7 +876,10 @@ class ZerothOrder(DirectionalOptimizer):
                 if not self.in_place and estimate is None:  # w0 − Σ_k (η c_k / K) z_k
                     w = ctx.start[i]
                     new = w - tf.add_n(
-                        [tf.cast(a, w.dtype) * z[i] for a, z in zip(scales, kept, strict=True)]
+                        [
+                            tf.cast(a, w.dtype) * self._leaf(z, i)
+                            for a, z in zip(scales, kept, strict=True)
+                        ]
                     )
                     if decays:
                         new = new - tf.constant(self.weight_decay, w.dtype) * w
@@ -818,6 +888,16 @@ class ZerothOrder(DirectionalOptimizer):
                     w, g = ctx.start[i], estimate[i]
                 elif estimate is not None:
                     w, g = tree._value(v), estimate[i]
+                elif fused and not k_last:  # the same two passes from the leaf's words
+                    dtype = tf.as_dtype(v.dtype)
+                    drawn = self._leaf_words(ctx, seeds[-1], i)  # z_last's words, once
+                    w = directions.add_signs(tree._value(v), drawn, 0, [-residual], fused=True)[0]
+                    step = tf.cast(rate, dtype) * tf.cast(safe[-1], dtype)  # η c z = ±(η c)
+                    new = directions.add_signs(w, drawn, 0, [-step], fused=True)[0]
+                    if decays:
+                        new = new - tf.constant(self.weight_decay, dtype) * w
+                    with tf.control_dependencies(_assign(v, new)):
+                        return tf.zeros([], tf.bool)
                 else:  # undo the last perturbation and step in one write, z_last drawn once
                     z_last = self.perturbation(ctx.variables, seeds[-1], i)
                     w = tree._value(v) - tf.constant(residual, z_last.dtype) * z_last
@@ -833,7 +913,12 @@ class ZerothOrder(DirectionalOptimizer):
                 return new
 
             def restore_only(i: int = i, v: Any = v) -> tf.Tensor:
-                if residual:  # η = 0 and no decay: only the last perturbation is undone
+                if residual and fused:  # η = 0 and no decay: only the last perturbation is undone
+                    with tf.control_dependencies(
+                        _assign(v, self._add_z(ctx, i, seeds[-1], [-residual])[0])
+                    ):
+                        return tf.zeros([], tf.bool)
+                if residual:
                     z = self.perturbation(ctx.variables, seeds[-1], i)
                     with tf.control_dependencies(
                         _assign(v, tf.constant(-residual, z.dtype) * z, add=True)
@@ -850,9 +935,19 @@ class ZerothOrder(DirectionalOptimizer):
         if in_step:  # nothing is written when nothing changes: w0 stays bit-identical
 
             def subtract() -> tf.Tensor:
+                minus_a = {}  # −a per dtype, formed once
                 for i in in_step:
-                    zs = [tf.cast(a, z[i].dtype) * z[i] for a, z in zip(scales, kept, strict=True)]
-                    ctx.variables[i].assign_sub(tf.add_n(zs))
+                    v = ctx.variables[i]
+                    if fused and len(kept) == 1:  # w − a·z in one pass from the words
+                        dtype = tf.as_dtype(v.dtype)
+                        if dtype not in minus_a:
+                            minus_a[dtype] = -tf.cast(scales[0], dtype)
+                        value = tree._value(v)
+                        v.assign(directions.add_signs(value, kept[0], i, [minus_a[dtype]], True)[0])
+                        continue
+                    zs = [self._leaf(z, i) for z in kept]
+                    terms = [tf.cast(a, z.dtype) * z for a, z in zip(scales, zs, strict=True)]
+                    v.assign_sub(tf.add_n(terms))
                 return tf.constant(True)
 
             tf.cond(move, subtract, lambda: tf.constant(False))
