@@ -951,7 +951,7 @@ class ZerothOrder(DirectionalOptimizer):
                 return tf.constant(True)
 
             tf.cond(move, subtract, lambda: tf.constant(False))
-        return step_info(loss, tf.where(move, lr, tf.zeros_like(lr)), ok, slope)
+        return step_info(loss, rate, ok, slope)  # rate: η, or 0 where nothing moved
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
