@@ -55,6 +55,28 @@ def _compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
 
 
+def _cpu_flags() -> list[str]:
+    """``-mavx2`` where this x86 CPU has AVX2 (read from Linux's ``/proc/cpuinfo``), else none.
+
+    The kernel is built on the machine that runs it, so it may use that machine's vector width:
+    8 floats a step instead of SSE2's 4 (measured: the probe-point pass of a 65k-entry leaf
+    ~20 % faster). Not ``-march=native``: TF's Eigen headers do not compile with GCC 12's
+    AVX-512-FP16 support. The flags are part of the cache key, so a cache shared by machines
+    with different CPUs holds one build per CPU kind. No FMA (``-ffp-contract=off``): the bits
+    must equal the stock ops'.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return ["-mavx2"] if "avx2" in line.split() else []
+    return []
+
+
 def _build_key(compiler: str) -> str:
     """What the binary depends on: source, TF version and flags, compiler, machine."""
     try:
@@ -67,7 +89,7 @@ def _build_key(compiler: str) -> str:
         _SOURCE.read_text(),
         tf.__version__,
         " ".join(tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()),
-        " ".join(_FLAGS),
+        " ".join(_FLAGS + _cpu_flags()),
         compiler,
         version,
         platform.machine(),
@@ -84,6 +106,7 @@ def _build(compiler: str, target: Path) -> None:
     command = [
         compiler,
         *_FLAGS,
+        *_cpu_flags(),
         str(_SOURCE),
         "-o",
         tmp,
