@@ -154,11 +154,11 @@ def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_a_clean_machine_builds_the_kernel_once_and_reuses_it(tmp_path):
-    """A fresh cache directory: the first call compiles, later processes load the file."""
+    """A fresh cache directory holding a damaged file where the kernel belongs: the first process
+    rebuilds it (and uses it), a later one loads the file without building again."""
     _kernel()
     script = textwrap.dedent(
         """
-        import sys
         from dirgrad_opt import kernels
         lib = kernels.library()
         assert lib is not None
@@ -167,20 +167,27 @@ def test_a_clean_machine_builds_the_kernel_once_and_reuses_it(tmp_path):
         print(sorted(p.name for p in kernels.cache_dir().iterdir()))
         """
     )
-    env = {**os.environ, kernels.CACHE_ENV: str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cache = tmp_path / "cache"
+    env = {**os.environ, kernels.CACHE_ENV: str(cache), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop(kernels.DISABLE_ENV, None)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    compiler = kernels._compiler()
+    assert compiler is not None
+    cache.mkdir()
+    library = cache / f"sign_axpy-{kernels._build_key(compiler)}.so"
+    library.write_bytes(b"not a shared library")  # e.g. a copy cut short
     runs = []
     for _ in range(2):
         done = subprocess.run(
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
         )
         assert done.returncode == 0, done.stderr[-3000:]
+        assert "could not be built" not in done.stderr
         runs.append(done.stdout.strip().splitlines()[-1])
         if len(runs) == 1:
-            (library,) = (tmp_path / "cache").glob("sign_axpy-*.so")
             built = library.stat().st_mtime_ns
-    assert runs[0] == runs[1] and "sign_axpy-" in runs[0]  # one file, no temporary left
+            assert library.read_bytes()[:4] == b"\x7fELF"  # rebuilt in place
+    assert runs == [f"['{library.name}']"] * 2  # one file, no temporary left
     assert library.stat().st_mtime_ns == built  # the second process did not rebuild
 
 

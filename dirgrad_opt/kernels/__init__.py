@@ -12,9 +12,9 @@ The kernel is compiled with the C++ compiler TensorFlow's own headers are used w
 ``tf.load_op_library`` — once per machine: the library is cached under
 ``$DIRGRAD_OPT_CACHE`` (default ``~/.cache/dirgrad_opt``), keyed by the source, TensorFlow's
 version and flags, and the compiler, and written by an atomic rename, so concurrent jobs never
-load a half-written file. Without a compiler, or if the build fails, :func:`library` warns
-once and returns ``None``, and callers use the stock ops. ``DIRGRAD_OPT_FUSED_KERNELS=0``
-turns the kernels off.
+load a half-written file; a cached file that does not load is rebuilt. Without a compiler, or
+if the build fails, :func:`library` warns once and returns ``None``, and callers use the stock
+ops. ``DIRGRAD_OPT_FUSED_KERNELS=0`` turns the kernels off.
 """
 
 from __future__ import annotations
@@ -143,8 +143,12 @@ def _load() -> Any:
         return None
     target = cache_dir() / f"sign_axpy-{_build_key(compiler)}.so"
     try:
-        if not target.exists():
-            _build(compiler, target)
+        if target.exists():
+            try:
+                return tf.load_op_library(str(target))
+            except tf.errors.OpError:  # a damaged cached file (a disk that filled up, a
+                target.unlink(missing_ok=True)  # stray write): build it again, once
+        _build(compiler, target)
         return tf.load_op_library(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as err:
         warnings.warn(
