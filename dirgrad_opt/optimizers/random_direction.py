@@ -816,8 +816,10 @@ class ZerothOrder(DirectionalOptimizer):
         fused = self._fused(ctx)  # ±1 z as words, through the fused kernel
         for k, s in enumerate(seeds):
             if kept is not None:
-                drawn = directions.rademacher_words(ctx.variables, s) if fused else None
-                kept.append(drawn or self.perturbations(ctx.variables, s))
+                if fused:  # the words only: the kernel reads z from them
+                    kept.append(directions.rademacher_words(ctx.variables, s))
+                else:
+                    kept.append(self.perturbations(ctx.variables, s))
                 plus, minus = self._probes(ctx, kept[-1], side)
             else:
                 self._perturb(ctx, s, self.eps, after, fused)
