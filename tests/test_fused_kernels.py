@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -150,6 +151,15 @@ def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
     opt = ZerothOrder(learning_rate=0.1, distribution="rademacher")
     info = tf.function(lambda: opt.minimize(lambda: tf.reduce_sum(v * v), [v]))()
     assert bool(info["accepted"])
+
+
+def test_an_unwritable_cache_directory_falls_back_to_the_temporary_directory(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(kernels.CACHE_ENV, str(blocker / "cache"))  # cannot be created
+    assert kernels._usable_dir() == Path(tempfile.gettempdir()) / "dirgrad_opt-kernels"
+    monkeypatch.setenv(kernels.CACHE_ENV, str(tmp_path / "cache"))
+    assert kernels._usable_dir() == tmp_path / "cache" and (tmp_path / "cache").is_dir()
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ The kernel is compiled with the C++ compiler TensorFlow's own headers are used w
 version and flags, and the compiler, and written by an atomic rename, so concurrent jobs never
 load a half-written file; a cached file that does not load is rebuilt. Without a compiler, or
 if the build fails, :func:`library` warns once and returns ``None``, and callers use the stock
-ops. ``DIRGRAD_OPT_FUSED_KERNELS=0`` turns the kernels off.
+ops. ``DIRGRAD_OPT_FUSED_KERNELS=0`` turns the kernels off. Where the cache folder cannot be
+written, builds go to a folder in the system's temporary directory.
 """
 
 from __future__ import annotations
@@ -49,6 +50,19 @@ def cache_dir() -> Path:
     """Where built kernels are kept: ``$DIRGRAD_OPT_CACHE``, else ``~/.cache/dirgrad_opt``."""
     root = os.environ.get(CACHE_ENV)
     return Path(root) if root else Path.home() / ".cache" / "dirgrad_opt"
+
+
+def _usable_dir() -> Path:
+    """:func:`cache_dir`, or a folder under the system's temporary directory where that cannot
+    be written (a read-only home on a CI runner): a build there lasts until the next reboot."""
+    preferred = cache_dir()
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / "dirgrad_opt-kernels"
 
 
 def _compiler() -> str | None:
@@ -141,7 +155,7 @@ def _load() -> Any:
             stacklevel=3,
         )
         return None
-    target = cache_dir() / f"sign_axpy-{_build_key(compiler)}.so"
+    target = _usable_dir() / f"sign_axpy-{_build_key(compiler)}.so"
     try:
         if target.exists():
             try:
