@@ -703,13 +703,9 @@ class ZerothOrder(DirectionalOptimizer):
             and directions.fused_signs([v.dtype for v in ctx.variables])
         )
 
-    def _leaf_words(self, ctx: StepContext, seed: tf.Tensor, index: int) -> directions.SignWords:
-        """Leaf ``index`` of ±1 ``z`` as words (what :meth:`perturbation` spreads)."""
-        return directions.rademacher_leaf_words(ctx.variables, seed, index)
-
     def _add_z(self, ctx: StepContext, index: int, seed: tf.Tensor, scales: list) -> list:
         """``[w + s·z]`` for leaf ``index``'s current value ``w`` and ``z`` regenerated, fused."""
-        drawn = self._leaf_words(ctx, seed, index)
+        drawn = directions.rademacher_leaf_words(ctx.variables, seed, index)
         value = tree._value(ctx.variables[index])
         return directions.add_signs(value, drawn, 0, scales, fused=True)
 
@@ -784,6 +780,40 @@ class ZerothOrder(DirectionalOptimizer):
             return plus, None
         return plus, self._loss_at(ctx, minus_at, side_by_side)
 
+    def _record(
+        self,
+        plus: tf.Tensor,
+        minus: tf.Tensor | None,
+        base: tf.Tensor | None,
+        probes: tuple[list, list, list],
+    ) -> None:
+        """Appends direction k's ``c_k`` (two-point or one-sided), its centre ``(L₊ + L₋)/2``
+        (two-point) and whether its probes were finite to ``probes = (coefs, centres, finite)``."""
+        coefs, centres, finite = probes
+        if self.one_sided:
+            coefs.append(one_sided_coefficient(plus, base, self.eps))
+            finite.append(tf.math.is_finite(plus))
+            return
+        coefs.append(two_point_coefficient(plus, minus, self.eps))
+        centres.append(0.5 * (plus + minus))
+        finite.append(tf.math.is_finite(plus) & tf.math.is_finite(minus))
+
+    def _summary(
+        self, base: tf.Tensor | None, probes: tuple[list, list, list]
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``(loss, slope, η, ok)`` of a step from its probes (:meth:`_record`).
+
+        ``loss`` is ``L(w)`` one-sided, else the mean centre; ``slope = −(1/K) Σ_k c_k²``;
+        ``ok``: every probe and η finite. Means are reductions, not ``add_n`` (Grappler may
+        reorder an ``add_n`` and move the loss by an ulp), and K = 1 takes none at all.
+        """
+        coefs, centres, finite = probes
+        loss = base if self.one_sided else _mean(centres)
+        slope = -_mean([tf.square(c) for c in coefs])
+        lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
+        ok = (finite[0] if len(finite) == 1 else tf.reduce_all(finite)) & tf.math.is_finite(lr)
+        return loss, slope, lr, ok
+
     def _estimate_leaf(
         self,
         ctx: StepContext,
@@ -811,7 +841,7 @@ class ZerothOrder(DirectionalOptimizer):
         kept: list[list[tf.Tensor]] | None = None if self.in_place else []
         base = ctx.loss() if self.one_sided else None
         after: list[Any] = [] if base is None else [base]
-        coefs, centres, finite = [], [], []
+        probes: tuple[list, list, list] = ([], [], [])  # c_k, centres, finite
         side = kept is not None and self._side_by_side(ctx)  # variables never move
         fused = self._fused(ctx)  # ±1 z as words, through the fused kernel
         for k, s in enumerate(seeds):
@@ -823,31 +853,22 @@ class ZerothOrder(DirectionalOptimizer):
                 plus, minus = self._probes(ctx, kept[-1], side)
             else:
                 self._perturb(ctx, s, self.eps, after, fused)
-                plus = ctx.loss()
+                plus, minus = ctx.loss(), None
             after = [plus]
-            if self.one_sided:
-                coefs.append(one_sided_coefficient(plus, base, self.eps))
-                finite.append(tf.math.is_finite(plus))
-            else:
+            if not self.one_sided:
                 if kept is None:
                     self._perturb(ctx, s, -2.0 * self.eps, after, fused)
                     minus = ctx.loss()
                 after = [minus]
-                coefs.append(two_point_coefficient(plus, minus, self.eps))
-                centres.append(0.5 * (plus + minus))
-                finite.append(tf.math.is_finite(plus) & tf.math.is_finite(minus))
+            self._record(plus, minus, base, probes)
             if kept is None and k < k_last:  # the last restore is fused with the update
                 after = self._perturb(
                     ctx, s, -self.eps if self.one_sided else self.eps, after, fused
                 )
         # in place, the variables now hold w + r·z_last (r = ε one-sided, −ε two-point)
         residual = self.eps if self.one_sided else -self.eps
-        # (a reduction, not add_n: Grappler may reorder an add_n, and the loss move by an ulp;
-        # with K = 1 no reduction at all — each op costs a step ~1 % on a small model)
-        loss = base if self.one_sided else _mean(centres)
-        slope = -_mean([tf.square(c) for c in coefs])
-        lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
-        ok = (finite[0] if len(finite) == 1 else tf.reduce_all(finite)) & tf.math.is_finite(lr)
+        loss, slope, lr, ok = self._summary(base, probes)
+        coefs = probes[0]
 
         estimate = None
         if self.diagnostics:  # materialises g̃ (a copy of w): diagnostics are not memory-lean
@@ -898,7 +919,7 @@ class ZerothOrder(DirectionalOptimizer):
                     w, g = tree._value(v), estimate[i]
                 elif fused and not k_last:  # the same two passes from the leaf's words
                     dtype = tf.as_dtype(v.dtype)
-                    drawn = self._leaf_words(ctx, seeds[-1], i)  # z_last's words, once
+                    drawn = directions.rademacher_leaf_words(ctx.variables, seeds[-1], i)
                     w = directions.add_signs(tree._value(v), drawn, 0, [-residual], fused=True)[0]
                     step = tf.cast(rate, dtype) * tf.cast(safe[-1], dtype)  # η c z = ±(η c)
                     new = directions.add_signs(w, drawn, 0, [-step], fused=True)[0]

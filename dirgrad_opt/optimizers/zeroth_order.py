@@ -47,8 +47,6 @@ from dirgrad_opt.optimizers.random_direction import (
     _check_int,
     _report_diagnostics,
     _step_seed,
-    one_sided_coefficient,
-    two_point_coefficient,
 )
 
 __all__ = ["LowRankZerothOrder", "SparseZerothOrder", "ZOAdam", "ZOMomentum"]
@@ -85,25 +83,17 @@ class _StoredZerothOrder(ZerothOrder):
         seeds = [directions.make_seed(seed, k) for k in range(self.num_directions)]
         base = ctx.loss() if self.one_sided else None
         side = self._side_by_side(ctx)  # probes without moving the variables
-        kept, coefs, centres, finite = [], [], [], []
+        kept = []
+        probes: tuple[list, list, list] = ([], [], [])  # c_k, centres, finite
         for s in seeds:
             z = self.perturbations(ctx.variables, s)
             kept.append(z)
             plus, minus = self._probes(ctx, z, side)
-            if self.one_sided:
-                coefs.append(one_sided_coefficient(plus, base, self.eps))
-                finite.append(tf.math.is_finite(plus))
-                continue
-            coefs.append(two_point_coefficient(plus, minus, self.eps))
-            centres.append(0.5 * (plus + minus))
-            finite.append(tf.math.is_finite(plus) & tf.math.is_finite(minus))
+            self._record(plus, minus, base, probes)
         if not side:
             ctx.restore()
-        loss = base if self.one_sided else tf.add_n(centres) / float(len(centres))
-        slope = -tf.reduce_mean(tf.square(tf.stack(coefs)))
-        lr = tf.cast(self._get_current_learning_rate(), loss.dtype)
-        ok = tf.reduce_all(tf.stack(finite)) & tf.math.is_finite(lr)
-        safe = [tf.where(ok, c, tf.zeros_like(c)) for c in coefs]
+        loss, slope, lr, ok = self._summary(base, probes)
+        safe = [tf.where(ok, c, tf.zeros_like(c)) for c in probes[0]]
         estimate = [
             self._estimate_leaf(ctx, i, seeds, safe, kept) for i in range(len(ctx.variables))
         ]
