@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from dirgrad_opt import tree
+from dirgrad_opt import kernels, tree
 
 __all__ = [
     "SAMPLERS",
@@ -56,6 +56,7 @@ __all__ = [
     "rademacher",
     "rademacher_bits",
     "rademacher_leaf",
+    "rademacher_leaf_words",
     "rademacher_words",
     "sample",
     "second_moment",
@@ -216,6 +217,11 @@ def _word_count(size: Any) -> Any:
     return (size + 31) // 32
 
 
+def _signs(words: tf.Tensor, size: Any, shape: Any, dtype: tf.DType) -> tf.Tensor:
+    """The first ``size`` signs of ``words`` (:func:`spread_signs`), shaped ``shape``."""
+    return tf.reshape(spread_signs(words, dtype)[:size], shape)
+
+
 def rademacher_bits(shape: Any, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     """``±1`` entries of ``shape`` from 32 signs per random word (counter-based, stateless).
 
@@ -231,7 +237,7 @@ def rademacher_bits(shape: Any, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
         size = 1
         for d in shape:
             size *= int(d)
-    return tf.reshape(spread_signs(_words(seed, _word_count(size)), dtype)[:size], shape)
+    return _signs(_words(seed, _word_count(size)), size, shape, dtype)
 
 
 class _Segment(NamedTuple):
@@ -288,7 +294,7 @@ class SignWords(NamedTuple):
         """Leaf ``index`` of the direction: the numbers :func:`rademacher` gives it."""
         g = self.segments[index]
         words = self.words[g.offset : g.offset + _word_count(g.size)]
-        return tf.reshape(spread_signs(words, g.dtype)[: g.size], g.shape)
+        return _signs(words, g.size, g.shape, g.dtype)
 
 
 def rademacher_words(variables: Any, seed: Seed, num_directions: int | None = None) -> SignWords:
@@ -318,8 +324,11 @@ def rademacher(variables: Any, seed: Seed, num_directions: int | None = None) ->
     return tf.nest.pack_sequence_as(variables, out)
 
 
-def _leaf_words(variables: Any, seed: Seed, index: int, num_directions: int | None) -> SignWords:
-    """Leaf ``index``'s words alone (its segment moved to offset 0), from the counter."""
+def rademacher_leaf_words(
+    variables: Any, seed: Seed, index: int, num_directions: int | None = None
+) -> SignWords:
+    """The words of :func:`rademacher_leaf` alone, not yet spread: its segment of the stream,
+    drawn from Philox's counter at the segment's start and moved to offset 0."""
     segments = _segments(variables, num_directions)
     if not 0 <= index < len(segments):
         raise ValueError(f"rademacher_leaf: index {index} out of range for {len(segments)} leaves")
@@ -337,14 +346,7 @@ def rademacher_leaf(
     segment's start): what MeZO's in-place mode needs to regenerate ``z`` one leaf at a time.
     :func:`rademacher_leaf_words` gives those words unspread, for :func:`add_signs`.
     """
-    return _leaf_words(variables, seed, index, num_directions).leaf(0)
-
-
-def rademacher_leaf_words(
-    variables: Any, seed: Seed, index: int, num_directions: int | None = None
-) -> SignWords:
-    """The words of :func:`rademacher_leaf` (one segment, at offset 0), not yet spread."""
-    return _leaf_words(variables, seed, index, num_directions)
+    return rademacher_leaf_words(variables, seed, index, num_directions).leaf(0)
 
 
 _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
@@ -357,7 +359,6 @@ def fused_signs(dtypes: Any = ()) -> bool:
     the code is not being compiled by XLA (the kernel has no XLA lowering), no GPU is visible
     (it is a CPU kernel) and every dtype is a float type it is built for.
     """
-    from dirgrad_opt import kernels
     from dirgrad_opt.directional import in_xla_context
 
     if any(tf.as_dtype(d) not in _FUSED_DTYPES for d in dtypes):
@@ -392,8 +393,6 @@ def add_signs(
     if fused is None:
         fused = fused_signs([g.dtype])
     if fused:
-        from dirgrad_opt import kernels
-
         library = kernels.library()
         if library is None:
             raise RuntimeError("add_signs(fused=True): the fused kernel is not available")
