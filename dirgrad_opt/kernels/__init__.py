@@ -91,8 +91,23 @@ def _cpu_flags() -> list[str]:
     return []
 
 
+def _command(compiler: str, output: str) -> list[str]:
+    """The compile command: the one place its flags are listed (the cache key hashes it)."""
+    return [
+        compiler,
+        *_FLAGS,
+        *_cpu_flags(),
+        str(_SOURCE),
+        "-o",
+        output,
+        *tf.sysconfig.get_compile_flags(),
+        *tf.sysconfig.get_link_flags(),
+    ]
+
+
 def _build_key(compiler: str) -> str:
-    """What the binary depends on: source, TF version and flags, compiler, machine."""
+    """What the binary depends on: source, TF version, the compile command, compiler version,
+    machine."""
     try:
         version = subprocess.run(
             [compiler, "--version"], capture_output=True, text=True, timeout=60, check=False
@@ -102,9 +117,7 @@ def _build_key(compiler: str) -> str:
     parts = [
         _SOURCE.read_text(),
         tf.__version__,
-        " ".join(tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()),
-        " ".join(_FLAGS + _cpu_flags()),
-        compiler,
+        " ".join(_command(compiler, "")),
         version,
         platform.machine(),
         sys.platform,
@@ -117,16 +130,7 @@ def _build(compiler: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
-    command = [
-        compiler,
-        *_FLAGS,
-        *_cpu_flags(),
-        str(_SOURCE),
-        "-o",
-        tmp,
-        *tf.sysconfig.get_compile_flags(),
-        *tf.sysconfig.get_link_flags(),
-    ]
+    command = _command(compiler, tmp)
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False
