@@ -10,6 +10,16 @@ LAMBDA = 1e-3
 """L2 coefficient of the logistic-regression problem."""
 
 
+class ZeroRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate of exactly 0 (the base class rejects the float 0.0)."""
+
+    def __call__(self, step):
+        return tf.zeros([], tf.float32)
+
+    def get_config(self):
+        return {}
+
+
 def quadratic(dtype, kappa=100.0, dim=20):
     """f(w) = ½ wᵀAw, eigenvalues log-spaced in [1, κ], random rotation; f* = 0, w₀ = 1."""
     rng = np.random.default_rng(0)

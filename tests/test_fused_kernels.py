@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import problems
 import pytest
 import tensorflow as tf
 
@@ -219,22 +220,17 @@ def _mlp(variable, dtype=tf.float32, seed: int = 0):
     return variables, loss_fn
 
 
-class _Zero(keras.optimizers.schedules.LearningRateSchedule):
-    def __call__(self, step):
-        return tf.zeros([], tf.float32)
-
-
 CONFIGS = {
     "exact": dict(),
     "exact-K3": dict(num_directions=3),
     "one-sided-K2": dict(one_sided=True, num_directions=2),
     "decay": dict(weight_decay=0.01),
-    "rate-0": dict(learning_rate=_Zero()),
+    "rate-0": dict(learning_rate=problems.ZeroRate()),
     "in-place": dict(in_place=True),
     "in-place-K2": dict(in_place=True, num_directions=2),
     "in-place-one-sided": dict(in_place=True, one_sided=True),
     "in-place-decay": dict(in_place=True, weight_decay=0.01),
-    "in-place-rate-0": dict(in_place=True, learning_rate=_Zero()),
+    "in-place-rate-0": dict(in_place=True, learning_rate=problems.ZeroRate()),
     "diagnostics": dict(diagnostics=True),
     "float64": dict(),
     "tf.Variable": dict(),

@@ -7,6 +7,7 @@ import functools
 
 import keras
 import numpy as np
+import problems
 import pytest
 import tensorflow as tf
 
@@ -101,16 +102,6 @@ def _mlp_problem(
 
 def _values(variables) -> list[np.ndarray]:
     return [np.array(v.numpy()) for v in variables]
-
-
-class _Zero(keras.optimizers.schedules.LearningRateSchedule):
-    """A learning rate of exactly 0 (the base class rejects the float 0.0)."""
-
-    def __call__(self, step):
-        return tf.zeros([], tf.float32)
-
-    def get_config(self):
-        return {}
 
 
 # ----------------------------------------------------------------------------- convergence
@@ -548,7 +539,7 @@ def test_zeroth_order_in_place_mode_drifts_only_by_rounding():
     """MeZO's in-place perturbations (w+εz, w−2εz, w+εz) are not exact, but drift is ~ulps."""
     variables, loss_fn = _mlp_problem(seed=1)
     before = _values(variables)
-    _run(ZerothOrder(learning_rate=_Zero(), in_place=True), loss_fn, variables, 2000)
+    _run(ZerothOrder(learning_rate=problems.ZeroRate(), in_place=True), loss_fn, variables, 2000)
     drift = max(
         float(np.max(np.abs(v.numpy() - b))) for b, v in zip(before, variables, strict=True)
     )
