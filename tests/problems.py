@@ -155,3 +155,36 @@ def run_cli(*args: str) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0
+
+
+def mlp_problem(
+    seed: int = 0,
+    dtype: tf.DType = tf.float32,
+    widths=(8, 3),
+    inputs: int = 5,
+    variable=tf.Variable,
+):
+    """A tiny tanh MLP's variables and a fixed-batch cross-entropy closure.
+
+    ``variable=keras.Variable`` gives the weights a Keras model has.
+    """
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal((16, inputs)), dtype)
+    y = tf.constant(rng.integers(0, widths[-1], 16), tf.int32)
+    sizes = [inputs, *widths]
+    variables = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        variables.append(
+            variable(rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in), dtype=dtype)
+        )
+        variables.append(variable(0.1 * rng.standard_normal(fan_out), dtype=dtype))
+
+    def loss_fn() -> tf.Tensor:
+        h = x
+        for i in range(0, len(variables), 2):
+            h = h @ variables[i] + variables[i + 1]
+            if i + 2 < len(variables):
+                h = tf.tanh(h)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, h))
+
+    return variables, loss_fn

@@ -205,21 +205,6 @@ def test_a_clean_machine_builds_the_kernel_once_and_reuses_it(tmp_path):
 # ----------------------------------------------------------------------------- ZerothOrder
 
 
-def _mlp(variable, dtype=tf.float32, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = tf.constant(rng.standard_normal((16, 5)), dtype)
-    y = tf.constant(rng.integers(0, 3, 16), tf.int32)
-    shapes = [(5, 40), (40,), (40, 3), (3,)]
-    variables = [variable(rng.standard_normal(s) * 0.3, dtype=dtype) for s in shapes]
-
-    def loss_fn():
-        h = tf.tanh(x @ variables[0] + variables[1])
-        logits = h @ variables[2] + variables[3]
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-
-    return variables, loss_fn
-
-
 CONFIGS = {
     "exact": dict(),
     "exact-K3": dict(num_directions=3),
@@ -241,7 +226,7 @@ def _zo_run(config: str, fused: bool, monkeypatch) -> tuple[list[np.ndarray], di
     monkeypatch.setattr(ZerothOrder, "_fused", lambda self, ctx: fused and _real(self, ctx))
     variable = tf.Variable if config == "tf.Variable" else keras.Variable
     dtype = tf.float64 if config == "float64" else tf.float32
-    variables, loss_fn = _mlp(variable, dtype)
+    variables, loss_fn = problems.mlp_problem(dtype=dtype, widths=(40, 3), variable=variable)
     kwargs = {"learning_rate": 0.05, "eps": 1e-2, "distribution": "rademacher", "seed": 4}
     opt = ZerothOrder(**{**kwargs, **CONFIGS[config]})
     opt.build(variables)
@@ -271,7 +256,8 @@ def test_zeroth_order_steps_are_bit_identical_with_and_without_the_kernel(config
     for k in metrics:
         np.testing.assert_array_equal(metrics[k], stock_metrics[k], err_msg=k)
     if "rate-0" not in config:
-        assert not np.array_equal(weights[0], _mlp(keras.Variable)[0][0].numpy())  # it moved
+        start = problems.mlp_problem(widths=(40, 3))[0][0].numpy()  # the same draw (seed 0)
+        assert not np.array_equal(weights[0], start)  # it moved
 
 
 def test_the_exact_step_never_materialises_z_with_the_kernel(monkeypatch):
@@ -293,7 +279,7 @@ def test_a_subclass_with_its_own_perturbations_keeps_them():
         def perturbations(self, variables, seed):
             return [0.5 * z for z in super().perturbations(variables, seed)]
 
-    variables, loss_fn = _mlp(keras.Variable)
+    variables, loss_fn = problems.mlp_problem(widths=(40, 3), variable=keras.Variable)
     start = [v.numpy() for v in variables]
     kwargs = {"learning_rate": 0.05, "eps": 1e-2, "distribution": "rademacher", "seed": 4}
     for mode in (False, True):

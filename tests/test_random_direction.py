@@ -67,39 +67,6 @@ def _digits():
     return (x[:1400], y[:1400]), (x[1400:], y[1400:])
 
 
-def _mlp_problem(
-    seed: int = 0,
-    dtype: tf.DType = tf.float32,
-    widths=(8, 3),
-    inputs: int = 5,
-    variable=tf.Variable,
-):
-    """A tiny tanh MLP's variables and a fixed-batch cross-entropy closure.
-
-    ``variable=keras.Variable`` gives the weights a Keras model has.
-    """
-    rng = np.random.default_rng(seed)
-    x = tf.constant(rng.standard_normal((16, inputs)), dtype)
-    y = tf.constant(rng.integers(0, widths[-1], 16), tf.int32)
-    sizes = [inputs, *widths]
-    variables = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-        variables.append(
-            variable(rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in), dtype=dtype)
-        )
-        variables.append(variable(0.1 * rng.standard_normal(fan_out), dtype=dtype))
-
-    def loss_fn() -> tf.Tensor:
-        h = x
-        for i in range(0, len(variables), 2):
-            h = h @ variables[i] + variables[i + 1]
-            if i + 2 < len(variables):
-                h = tf.tanh(h)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, h))
-
-    return variables, loss_fn
-
-
 def _values(variables) -> list[np.ndarray]:
     return [np.array(v.numpy()) for v in variables]
 
@@ -394,7 +361,7 @@ COST_CASES = {
 def test_cost_counters_are_exact(name):
     """Counters equal the table, equal the closure's actual calls (eager), and sum into totals."""
     make, forward, backward, jvps = COST_CASES[name]
-    variables, loss_fn = _mlp_problem()
+    variables, loss_fn = problems.mlp_problem()
     calls = []
 
     def counted_loss():
@@ -428,7 +395,7 @@ def test_zeroth_order_exact_mode_leaves_weights_bit_identical_over_10000_steps()
     The rate is not 0 (η = 0 writes the start point back without computing an update): the
     loss is flat in w, so every step perturbs w by ±εz, evaluates, and writes ``w₀ − η·0``.
     """
-    variables, mlp_loss = _mlp_problem(seed=1)
+    variables, mlp_loss = problems.mlp_problem(seed=1)
 
     def loss_fn():
         return 0.0 * mlp_loss() + 1.0
@@ -524,7 +491,7 @@ def test_zeroth_order_side_by_side_probes_are_the_moved_variables_probes(make, m
 
 def test_zeroth_order_side_by_side_leaves_keras_weights_bit_identical():
     """Side by side nothing is written when the estimate is 0 or the loss is not finite."""
-    variables, mlp_loss = _mlp_problem(seed=1, variable=keras.Variable)
+    variables, mlp_loss = problems.mlp_problem(seed=1, variable=keras.Variable)
     before = _values(variables)
     opt = ZerothOrder(learning_rate=0.5, eps=1e-2)
     info = _run(opt, lambda: 0.0 * mlp_loss() + 1.0, variables, 500)
@@ -537,7 +504,7 @@ def test_zeroth_order_side_by_side_leaves_keras_weights_bit_identical():
 
 def test_zeroth_order_in_place_mode_drifts_only_by_rounding():
     """MeZO's in-place perturbations (w+εz, w−2εz, w+εz) are not exact, but drift is ~ulps."""
-    variables, loss_fn = _mlp_problem(seed=1)
+    variables, loss_fn = problems.mlp_problem(seed=1)
     before = _values(variables)
     _run(ZerothOrder(learning_rate=problems.ZeroRate(), in_place=True), loss_fn, variables, 2000)
     drift = max(
@@ -659,7 +626,7 @@ def test_weight_decay_is_decoupled(make):
 
 def test_no_state_of_model_size():
     """Directions are regenerated from the seed, never stored: all state is scalar."""
-    variables, loss_fn = _mlp_problem()
+    variables, loss_fn = problems.mlp_problem()
     for opt in (ForwardGradient(num_directions=2), ZerothOrder(), RandomDirectionLineSearch()):
         opt.minimize(loss_fn, variables)
         assert all(tuple(v.shape) == () for v in opt.variables), type(opt).__name__
@@ -668,7 +635,7 @@ def test_no_state_of_model_size():
 def test_same_seed_same_trajectory_different_seed_differs():
     results = []
     for seed in (4, 4, 5):
-        variables, loss_fn = _mlp_problem()
+        variables, loss_fn = problems.mlp_problem()
         opt = ForwardGradient(learning_rate=0.1, seed=seed)
         for _ in range(3):
             opt.minimize(loss_fn, variables)
@@ -679,7 +646,7 @@ def test_same_seed_same_trajectory_different_seed_differs():
 
 def test_learning_rate_schedule_sets_the_step():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
-    variables, loss_fn = _mlp_problem()
+    variables, loss_fn = problems.mlp_problem()
     for opt in (ForwardGradient(schedule), ZerothOrder(schedule)):
         steps = [float(opt.minimize(loss_fn, variables)["step_size"]) for _ in range(3)]
         np.testing.assert_allclose(steps, [0.1, 0.05, 0.025], rtol=1e-6)
@@ -746,7 +713,7 @@ def test_config_round_trip(name):
 )
 def test_checkpoint_round_trip_resumes_the_same_trajectory(make, tmp_path):
     """Restoring iterations (so the direction stream), counters and inner state resumes exactly."""
-    variables, loss_fn = _mlp_problem()
+    variables, loss_fn = problems.mlp_problem()
     opt = make()
     for _ in range(3):
         opt.minimize(loss_fn, variables)
@@ -756,7 +723,7 @@ def test_checkpoint_round_trip_resumes_the_same_trajectory(make, tmp_path):
     expected = _values(variables)
     state = [np.array(v.numpy()) for v in opt.variables]
 
-    variables2, loss_fn2 = _mlp_problem()
+    variables2, loss_fn2 = problems.mlp_problem()
     for v in variables2:
         v.assign(tf.zeros_like(v))  # overwritten by the restore
     opt2 = make()
@@ -785,7 +752,7 @@ GRAPH_CASES = {
 @pytest.mark.parametrize("name", sorted(GRAPH_CASES))
 def test_graph_mode_traces_once_and_matches_eager(name):
     make = GRAPH_CASES[name]
-    variables, loss_fn = _mlp_problem(dtype=tf.float64)
+    variables, loss_fn = problems.mlp_problem(dtype=tf.float64)
     opt = make()
     opt.build(variables)
     step = tf.function(lambda: opt.minimize(loss_fn, variables))
@@ -793,7 +760,7 @@ def test_graph_mode_traces_once_and_matches_eager(name):
     assert step.experimental_get_tracing_count() == 1
     graph_weights = _values(variables)
 
-    variables2, loss_fn2 = _mlp_problem(dtype=tf.float64)
+    variables2, loss_fn2 = problems.mlp_problem(dtype=tf.float64)
     eager = make()
     eager_losses = [float(eager.minimize(loss_fn2, variables2)["loss"]) for _ in range(4)]
     np.testing.assert_allclose(graph_losses, eager_losses, rtol=1e-10)
@@ -817,7 +784,7 @@ def _compiled_steps(opt, loss_fn, variables, steps: int) -> list[dict]:
 
 def test_xla_forward_gradient_with_a_full_orthogonal_frame_is_gradient_descent():
     """K = n orthonormal directions by forward mode under XLA: exactly a gradient step."""
-    variables, loss_fn = _mlp_problem(dtype=tf.float64, widths=(3,), inputs=3)  # n = 12
+    variables, loss_fn = problems.mlp_problem(dtype=tf.float64, widths=(3,), inputs=3)  # n = 12
     with tf.GradientTape() as tape:
         loss = loss_fn()
     expected = [v - 0.5 * g for v, g in zip(variables, tape.gradient(loss, variables), strict=True)]
