@@ -577,7 +577,7 @@ class ZerothOrder(DirectionalOptimizer):
     one pass per leaf from the words, and ``w − a·z`` in another — bit-identical to the stock
     ops, which run where the kernel cannot (XLA, a strategy, a subclass's own perturbations, no
     C++ compiler). Measured on the MNIST-1D MLP at batch 100 on a quiet 2-core CPU
-    (``docs/random_direction.md``): 1.67× a backprop SGD step with Gaussian z, 0.93–1.00× with
+    (``docs/random_direction.md``): 1.66× a backprop SGD step with Gaussian z, 0.93–1.00× with
     ±1 z (exact mode; 1.10× with the stock ops), MeZO in place ±1 1.28–1.34×.
 
     **Restoring the weights.** By default (``in_place=False``) the step keeps the start point
