@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import keras
@@ -198,8 +200,40 @@ def test_a_clean_machine_builds_the_kernel_once_and_reuses_it(tmp_path):
         if len(runs) == 1:
             built = library.stat().st_mtime_ns
             assert library.read_bytes()[:4] == b"\x7fELF"  # rebuilt in place
-    assert runs == [f"['{library.name}']"] * 2  # one file, no temporary left
+    assert runs == [f"['.build.lock', '{library.name}']"] * 2  # one file, no temporary left
     assert library.stat().st_mtime_ns == built  # the second process did not rebuild
+
+
+def test_jobs_starting_together_build_once_and_the_others_wait_for_it(monkeypatch, tmp_path):
+    """Two loaders at once on a clean cache (a sweep's workers starting on a fresh machine): the
+    second arrives while the first is compiling, waits for it, and loads its file; one build."""
+    monkeypatch.delenv(kernels.DISABLE_ENV, raising=False)
+    monkeypatch.setenv(kernels.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(kernels, "_compiler", lambda: sys.executable)  # any program will do
+    builds, building = [], threading.Event()
+
+    def slow_build(compiler: str, target: Path) -> None:
+        builds.append(target)
+        building.set()
+        time.sleep(1.0)  # a compile takes ~15 s; the other loader arrives meanwhile
+        target.write_bytes(b"built")
+
+    def load(path: str) -> str:
+        assert Path(path).read_bytes() == b"built", "loaded before the build finished"
+        return path
+
+    monkeypatch.setattr(kernels, "_build", slow_build)
+    monkeypatch.setattr(kernels.tf, "load_op_library", load)
+    loaded = []
+    first = threading.Thread(target=lambda: loaded.append(kernels._load()))
+    second = threading.Thread(target=lambda: loaded.append(kernels._load()))
+    first.start()
+    assert building.wait(60)
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert len(builds) == 1, builds
+    assert loaded == [str(builds[0])] * 2
 
 
 # ----------------------------------------------------------------------------- ZerothOrder

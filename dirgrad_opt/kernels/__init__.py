@@ -12,14 +12,19 @@ The kernel is compiled with the C++ compiler TensorFlow's own headers are used w
 ``tf.load_op_library`` — once per machine: the library is cached under
 ``$DIRGRAD_OPT_CACHE`` (default ``~/.cache/dirgrad_opt``), keyed by the source, TensorFlow's
 version and flags, and the compiler, and written by an atomic rename, so concurrent jobs never
-load a half-written file; a cached file that does not load is rebuilt. Without a compiler, or
-if the build fails, :func:`library` warns once and returns ``None``, and callers use the stock
-ops. ``DIRGRAD_OPT_FUSED_KERNELS=0`` turns the kernels off. Where the cache folder cannot be
-written, builds go to a folder in the system's temporary directory.
+load a half-written file; a cached file that does not load is rebuilt. One process at a time
+builds (an ``fcntl.flock`` on ``.build.lock`` in the cache folder): the workers of a sweep that
+start together on a fresh machine compile once, and the others wait for that build and load
+it. Without a compiler, or if the build fails, :func:`library` warns once and returns
+``None``, and callers use the stock ops. ``DIRGRAD_OPT_FUSED_KERNELS=0`` turns the kernels off.
+Where the cache folder cannot be written, builds go to a folder in the system's temporary
+directory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import platform
@@ -29,6 +34,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +151,20 @@ def _build(compiler: str, target: Path) -> None:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Holds ``folder/.build.lock`` exclusively: one build at a time across processes (and
+    across threads, since ``flock`` locks are per open file); the OS releases it if the holder
+    dies, so a killed build never blocks the next one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".build.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _load() -> Any:
     if os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return None
@@ -159,15 +179,17 @@ def _load() -> Any:
             stacklevel=3,
         )
         return None
-    target = _usable_dir() / f"sign_axpy-{_build_key(compiler)}.so"
+    folder = _usable_dir()
+    target = folder / f"sign_axpy-{_build_key(compiler)}.so"
     try:
-        if target.exists():
-            try:
-                return tf.load_op_library(str(target))
-            except tf.errors.OpError:  # a damaged cached file (a disk that filled up, a
-                target.unlink(missing_ok=True)  # stray write): build it again, once
-        _build(compiler, target)
-        return tf.load_op_library(str(target))
+        with _build_lock(folder):  # a process that waited here finds the file built
+            if target.exists():
+                try:
+                    return tf.load_op_library(str(target))
+                except tf.errors.OpError:  # a damaged cached file (a disk that filled up, a
+                    target.unlink(missing_ok=True)  # stray write): build it again, once
+            _build(compiler, target)
+            return tf.load_op_library(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as err:
         warnings.warn(
             f"dirgrad_opt: the fused ±1 kernel could not be built or loaded ({err}); "
