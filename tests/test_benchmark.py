@@ -169,6 +169,7 @@ def test_warm_workers_match_fresh_processes_and_replace_failed_or_hung_ones(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cluster")
 def test_ray_backend_reuses_one_warm_actor_per_slot(tmp_path):
     pytest.importorskip("ray")
     sweep = tmp_path / "sweep.json"

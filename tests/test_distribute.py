@@ -284,6 +284,7 @@ def _env(tf_config: str | None = None) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cluster")
 def test_two_workers_reproduce_the_single_device_runs(strategy, tmp_path):
     """Both workers train the six optimizers' quickstart runs in one cluster start."""
     names = list(RUNNER_OPTIMIZERS)
@@ -326,6 +327,7 @@ def test_two_workers_reproduce_the_single_device_runs(strategy, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cluster")
 def test_killed_worker_fails_in_bounded_time_and_the_rerun_resumes(tmp_path):
     """Kill worker 1 after the first checkpoint: worker 0 fails within the collective timeout;
     rerunning the same command with the launcher resumes from that checkpoint and finishes."""

@@ -119,6 +119,7 @@ def test_sigterm_to_a_sweep_reaches_its_trial_which_is_interrupted_then_resumed(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cluster")
 def test_ray_sweep_unreachable_address_and_ctrl_c(tmp_path):
     """An unreachable --ray_address is one line and exit 2 after the connect timeout (Ray alone
     retried for minutes); Ctrl-C on a Ray sweep stops its trial at once (it took ~35 s: the

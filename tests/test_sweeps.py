@@ -467,6 +467,7 @@ def test_interrupted_trial_resumes_from_its_checkpoint(tmp_path, tiny_gin):
     assert json.loads((folder / "status.json").read_text())["attempt"] == 2
 
 
+@pytest.mark.xdist_group("cluster")
 def test_ray_backend_same_outputs_with_a_diverged_trial(tmp_path, tiny_gin):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'dirgrad_opt[ray]')")
     spec_ = sweeps.parse_sweep(
