@@ -32,14 +32,11 @@ _OPTIMIZERS = flags.DEFINE_string("optimizers", None, "Comma-separated optimizer
 _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds, e.g. 0,1,2.")
 _BUDGET = flags.DEFINE_float("budget", 1.0, "Factor on every problem's step budget (> 0).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder of the benchmark.")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials at a time on this machine.", lower_bound=1)
-_BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where trials run.")
-_RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "Existing Ray cluster; default local.")
 _GIN_PARAMS = flags.DEFINE_multi_string(
     "gin_param", [], "Binding for every trial, after the problem's (repeatable)."
 )
 _GRIDS = flags.DEFINE_string("grids_dir", None, "Folder of <Optimizer>.json tuning grids.")
-_FRESH, _TIMEOUT, _RETRY_FAILED = trial_flags.FRESH, trial_flags.TIMEOUT, trial_flags.RETRY_FAILED
+_RETRY_FAILED = trial_flags.RETRY_FAILED
 flags.adopt_module_key_flags(trial_flags)
 _PLOTS = flags.DEFINE_bool("plots", True, "Write PNG plots (needs matplotlib).")
 flags.mark_flags_as_required(["problems", "optimizers", "workdir"])
@@ -80,17 +77,7 @@ def main(argv: list[str]) -> None:
             grids,
             _GIN_PARAMS.value,
         )
-        if _BACKEND.value == "ray":
-            backend = sweeps.RayBackend(
-                _RAY_ADDRESS.value,
-                _PARALLEL.value,
-                warm=not _FRESH.value,
-                trial_timeout_s=_TIMEOUT.value,
-            )
-        else:
-            backend = sweeps.LocalBackend(
-                _PARALLEL.value, warm=not _FRESH.value, trial_timeout_s=_TIMEOUT.value
-            )
+        backend = trial_flags.backend()
     except (benchmark.BenchmarkError, sweeps.SweepError, ValueError, ImportError) as error:
         _fail(str(error), 2)
     try:

@@ -47,24 +47,7 @@ _IMPORT_PATHS = flags.DEFINE_multi_string(
     "import_path", [], "Folder to look in for --import modules (repeatable; default: cwd)."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder of the sweep.")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials at a time on this machine.", lower_bound=1)
-_BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where trials run.")
-_RAY_ADDRESS = flags.DEFINE_string(
-    "ray_address", None, "Existing Ray cluster ('auto', 'ray://host:10001'); default: a local one."
-)
-_RAY_CONNECT_TIMEOUT = flags.DEFINE_float(
-    "ray_connect_timeout_s", 10.0, "Ray: give up on --ray_address after this long (exit 2)."
-)
-_CPUS_PER_TRIAL = flags.DEFINE_integer(
-    "cpus_per_trial", 1, "Ray: CPUs requested per trial (and its thread limit).", lower_bound=1
-)
-_THREADS = flags.DEFINE_integer(
-    "threads_per_trial",
-    None,
-    "Local: threads per trial (default cores // parallel).",
-    lower_bound=1,
-)
-_FRESH, _TIMEOUT, _RETRY_FAILED = trial_flags.FRESH, trial_flags.TIMEOUT, trial_flags.RETRY_FAILED
+_RETRY_FAILED = trial_flags.RETRY_FAILED
 flags.adopt_module_key_flags(trial_flags)
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Check every configuration (pre-flight) and list the trials; run nothing."
@@ -138,22 +121,7 @@ def main(argv: list[str]) -> None:
                 f"--select_metric={_SELECT.value!r} is unknown; use one of "
                 f"{', '.join(summary.METRICS)}"
             )
-        if _BACKEND.value == "ray":
-            backend = sweeps.RayBackend(
-                _RAY_ADDRESS.value,
-                _PARALLEL.value,
-                _CPUS_PER_TRIAL.value,
-                connect_timeout_s=_RAY_CONNECT_TIMEOUT.value,
-                warm=not _FRESH.value,
-                trial_timeout_s=_TIMEOUT.value,
-            )
-        else:
-            backend = sweeps.LocalBackend(
-                _PARALLEL.value,
-                _THREADS.value,
-                warm=not _FRESH.value,
-                trial_timeout_s=_TIMEOUT.value,
-            )
+        backend = trial_flags.backend()
     except (sweeps.SweepError, ValueError, ImportError) as error:
         _fail(str(error), EXIT_CONFIG_ERROR)
 

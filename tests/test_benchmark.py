@@ -105,7 +105,7 @@ def test_benchmark_runs_every_cell_and_reports_profiles(bench, monkeypatch):
 def test_benchmark_bad_input_is_a_one_line_error(tmp_path):
     out = _run(
         ["experiments.benchmark", "--problems=rosenbrock", "--optimizers=Adam,Adamm",
-         f"--workdir={tmp_path / 'b'}"],
+         f"--workdir={tmp_path / 'b'}", "--threads_per_trial=1"],  # the sweep's trial flags too
         tmp_path,
     )  # fmt: skip
     assert out.returncode == 2

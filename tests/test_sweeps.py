@@ -326,6 +326,35 @@ def test_a_trial_still_running_from_a_killed_sweep_is_not_started_twice(tmp_path
     assert launch.alive_elsewhere(workdir) is None
 
 
+def test_the_trial_flags_build_the_backend_they_name():
+    """experiments.sweep and experiments.benchmark share one set of trial flags
+    (experiments/trial_flags.py): each reaches the backend they build."""
+    from absl import flags
+
+    from experiments import trial_flags
+
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["sweep", "--parallel=3", "--threads_per_trial=2", "--trial_timeout_s=7",
+                     "--fresh_process_per_trial"])  # fmt: skip
+        local = trial_flags.backend()
+        assert isinstance(local, backends.LocalBackend)
+        assert (local.parallel, local.threads_per_trial, local.warm, local.trial_timeout_s) == (
+            3, 2, False, 7.0,
+        )  # fmt: skip
+        pytest.importorskip("ray", reason="Ray is not installed (pip install 'dirgrad_opt[ray]')")
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["benchmark", "--backend=ray", "--ray_address=127.0.0.1:1", "--parallel=2",
+                     "--cpus_per_trial=3", "--ray_connect_timeout_s=2.5"])  # fmt: skip
+        ray_ = trial_flags.backend()
+        assert isinstance(ray_, backends.RayBackend)
+        got = (ray_.address, ray_.parallel, ray_.threads_per_trial, ray_.connect_timeout_s)
+        assert got == ("127.0.0.1:1", 2, 3, 2.5)
+        assert ray_.warm and ray_.trial_timeout_s is None
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
 def test_thread_env_limits_threads_and_makes_the_project_importable():
     env = launch.thread_env(1, "/proj", base={"PYTHONPATH": "/other"})
     assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "1"
