@@ -142,6 +142,14 @@ TINY_RUN = [
 tests add the optimizer and step budget."""
 
 
+def train_error_line(capsys) -> str:
+    """The one ``train: error: ...`` line an in-process run wrote to stderr (no traceback)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # exactly one line, no traceback
+    assert err[0].startswith("train: error: "), err
+    return err[0]
+
+
 def run_cli(*args: str) -> int:
     """Runs ``experiments.train.main`` in-process (flags, gin, run); returns its exit code."""
     from absl import flags

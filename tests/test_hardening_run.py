@@ -74,13 +74,6 @@ def tiny_gin(tmp_path: Path) -> Path:
     return path
 
 
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err  # exactly one line, no traceback
-    assert err[0].startswith("train: error: "), err
-    return err[0]
-
-
 def command(gin_file: Path, workdir: Path, *params: str) -> list[str]:
     cmd = [sys.executable, "-m", "experiments.train", f"--gin_file={gin_file}"]
     return [*cmd, *(f"--gin_param={p}" for p in params), f"--workdir={workdir}"]
@@ -134,7 +127,7 @@ def test_second_run_is_refused_and_sigint_checkpoints_without_traceback(tmp_path
         wait_for_training(proc, workdir, log)
         # A second run on the same workdir is refused at once, naming the holder.
         assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 2
-        line = one_error_line(capsys)
+        line = problems.train_error_line(capsys)
         assert f"pid {proc.pid} on host {socket.gethostname()}" in line and "in use" in line
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == cli.EXIT_PREEMPTED
@@ -208,7 +201,7 @@ def test_nan_evaluation_is_recorded_and_exits_3_also_on_rerun(tmp_path, tiny_gin
         f"--workdir={workdir}",
     )
     assert run_cli(*args) == cli.EXIT_DIVERGED
-    line = one_error_line(capsys)
+    line = problems.train_error_line(capsys)
     # The model is NaN in inference mode from the start: the step-0 evaluation catches it.
     assert "evaluation at step 0 is not finite" in line and "test_loss = nan" in line
     assert "no finite training loss yet" in line
@@ -218,7 +211,7 @@ def test_nan_evaluation_is_recorded_and_exits_3_also_on_rerun(tmp_path, tiny_gin
     evals = [r for r in training.read_metrics(workdir / "metrics.jsonl") if r["kind"] == "eval"]
     assert len(evals) == 1 and evals[0]["test_loss"] is None and evals[0]["train_loss"] is None
     assert run_cli(*args) == cli.EXIT_DIVERGED  # the rerun reports it again, one line
-    assert "evaluation at step 0 is not finite" in one_error_line(capsys)
+    assert "evaluation at step 0 is not finite" in problems.train_error_line(capsys)
 
 
 # -- 3: damaged checkpoints ----------------------------------------------------------------------
@@ -258,7 +251,7 @@ def test_resume_walks_back_past_damaged_checkpoints_and_refuses_when_none_reads(
     metrics = (workdir / "metrics.jsonl").read_bytes()
     capsys.readouterr()
     assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 2
-    line = one_error_line(capsys)
+    line = problems.train_error_line(capsys)
     assert "none of the 2 checkpoints" in line and "refusing to restart from step 0" in line
     assert (workdir / "metrics.jsonl").read_bytes() == metrics
     assert not (workdir / "result.json").exists()
@@ -274,7 +267,7 @@ def test_resume_walks_back_past_damaged_checkpoints_and_refuses_when_none_reads(
 def test_empty_workdir_flag_and_foreign_folders_are_refused_untouched(tmp_path, tiny_gin, capsys):
     os.chdir(tmp_path)  # `--workdir=` must not train into the current folder
     assert run_cli(f"--gin_file={tiny_gin}", "--workdir=") == 2
-    assert "--workdir is empty" in one_error_line(capsys)
+    assert "--workdir is empty" in problems.train_error_line(capsys)
     assert sorted(os.listdir(tmp_path)) == ["tiny.gin"]
 
     foreign = tmp_path / "mine"
@@ -284,7 +277,7 @@ def test_empty_workdir_flag_and_foreign_folders_are_refused_untouched(tmp_path, 
     (foreign / "notes.txt").write_text("keep")
     before = {p: p.read_bytes() for p in foreign.rglob("*") if p.is_file()}
     assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={foreign}") == 2
-    line = one_error_line(capsys)
+    line = problems.train_error_line(capsys)
     assert "is not a run of experiments.train" in line and "notes.txt" in line
     after = {p: p.read_bytes() for p in foreign.rglob("*") if p.is_file()}
     assert after == before
@@ -317,7 +310,7 @@ def test_bad_learning_rates_exit_2_naming_them(tmp_path, tiny_gin, capsys, bindi
     workdir = tmp_path / "run"
     params = [f"--gin_param={b}" for b in bindings]
     assert run_cli(f"--gin_file={tiny_gin}", *params, f"--workdir={workdir}") == 2
-    assert culprit in one_error_line(capsys)
+    assert culprit in problems.train_error_line(capsys)
     assert not workdir.exists()
 
 
@@ -332,7 +325,7 @@ def test_a_line_search_rejecting_every_step_stops_as_stalled(tmp_path, tiny_gin,
     ]
     args = [f"--gin_param={b}" for b in bindings]
     assert run_cli(f"--gin_file={tiny_gin}", *args, f"--workdir={workdir}") == 3
-    line = one_error_line(capsys)
+    line = problems.train_error_line(capsys)
     assert "stalled: ArmijoLineSearch rejected every step for 3 consecutive steps" in line
     result = training.read_result(workdir / "result.json")
     assert result["status"] == "stalled" and result["steps"] == 3
@@ -342,13 +335,13 @@ def test_a_line_search_rejecting_every_step_stops_as_stalled(tmp_path, tiny_gin,
 def test_workdir_below_a_file_or_unwritable_is_one_line_with_errno(tmp_path, tiny_gin, capsys):
     (tmp_path / "afile").write_text("x")
     assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={tmp_path / 'afile' / 'run'}") == 2
-    line = one_error_line(capsys)
+    line = problems.train_error_line(capsys)
     assert "afile" in line and "[Errno 20 ENOTDIR]" in line
     unwritable = Path("/sys/dirgrad_opt_run") if os.geteuid() == 0 else tmp_path / "ro" / "run"
     if os.geteuid() != 0:
         (tmp_path / "ro").mkdir(mode=0o500)
     assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={unwritable}") == 2
-    line = one_error_line(capsys)
+    line = problems.train_error_line(capsys)
     assert str(unwritable) in line and "[Errno" in line
 
 
@@ -395,18 +388,18 @@ def test_stale_lock_is_taken_over_and_corrupt_records_are_one_line(tmp_path, tin
 
     (workdir / "result.json").write_text("{not json")
     assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 2
-    line = one_error_line(capsys)
+    line = problems.train_error_line(capsys)
     assert "result.json: not valid JSON" in line and "move it away" in line
 
     (workdir / "result.json").unlink()
     (workdir / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
     assert run_cli(f"--gin_file={tiny_gin}", f"--workdir={workdir}") == 2
-    assert "metrics.jsonl:1: missing field(s)" in one_error_line(capsys)
+    assert "metrics.jsonl:1: missing field(s)" in problems.train_error_line(capsys)
 
     include = tmp_path / "inc.gin"
     include.write_text("include 'no/such/file.gin'\n")
     assert run_cli(f"--gin_file={include}", f"--workdir={tmp_path / 'other'}") == 2
-    line = one_error_line(capsys)
+    line = problems.train_error_line(capsys)
     assert "no/such/file.gin" in line and "inc.gin" in line
 
 

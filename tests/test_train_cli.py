@@ -41,13 +41,6 @@ def tiny_gin(tmp_path: Path) -> Path:
     return path
 
 
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err  # exactly one line, no traceback
-    assert err[0].startswith("train: error: ")
-    return err[0]
-
-
 @pytest.mark.parametrize(
     ("binding", "culprit"),
     [
@@ -66,7 +59,7 @@ def test_config_errors_are_one_line_with_exit_code_2_and_no_output(
     workdir = tmp_path / "run"
     code = run_cli(f"--gin_file={tiny_gin}", f"--gin_param={binding}", f"--workdir={workdir}")
     assert code == cli.EXIT_CONFIG_ERROR
-    assert culprit in error_line(capsys)
+    assert culprit in problems.train_error_line(capsys)
     assert not (workdir / "result.json").exists()
     assert not workdir.exists()
 
@@ -74,7 +67,7 @@ def test_config_errors_are_one_line_with_exit_code_2_and_no_output(
 def test_missing_gin_file(tmp_path, capsys):
     code = run_cli("--gin_file=configs/nope.gin", f"--workdir={tmp_path / 'run'}")
     assert code == cli.EXIT_CONFIG_ERROR
-    assert "configs/nope.gin" in error_line(capsys)
+    assert "configs/nope.gin" in problems.train_error_line(capsys)
 
 
 def test_unprepared_tfds_dataset_fails_fast_with_instructions(
@@ -93,7 +86,7 @@ def test_unprepared_tfds_dataset_fails_fast_with_instructions(
         f"--workdir={tmp_path / 'run'}",
     )
     assert code == cli.EXIT_CONFIG_ERROR
-    line = error_line(capsys)
+    line = problems.train_error_line(capsys)
     assert "DatasetNotPreparedError" in line and "tfds build mnist" in line
     assert not (tmp_path / "run").exists()
 
@@ -119,7 +112,7 @@ def test_divergence_exits_3(tmp_path, tiny_gin, capsys):
         f"--workdir={workdir}",
     )
     assert code == cli.EXIT_DIVERGED
-    assert "diverged" in error_line(capsys)
+    assert "diverged" in problems.train_error_line(capsys)
     assert training.read_result(workdir / "result.json")["status"] == "diverged"
 
 
