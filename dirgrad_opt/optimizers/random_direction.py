@@ -971,8 +971,10 @@ class ZerothOrder(DirectionalOptimizer):
                         dtype = tf.as_dtype(v.dtype)
                         if dtype not in minus_a:
                             minus_a[dtype] = -tf.cast(scales[0], dtype)
-                        value = tree._value(v)
-                        v.assign(directions.add_signs(value, kept[0], i, [minus_a[dtype]], True)[0])
+                        new = directions.add_signs(
+                            tree._value(v), kept[0], i, [minus_a[dtype]], fused=True
+                        )
+                        v.assign(new[0])
                         continue
                     zs = [self._leaf(z, i) for z in kept]
                     terms = [tf.cast(a, z.dtype) * z for a, z in zip(scales, zs, strict=True)]
